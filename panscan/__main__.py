@@ -1,0 +1,3 @@
+from panscan.cli import main
+
+raise SystemExit(main())

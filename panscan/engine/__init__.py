@@ -1,0 +1,1 @@
+"""Orchestration: sources to workers to state and sinks."""

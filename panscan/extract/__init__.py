@@ -1,0 +1,1 @@
+"""Turning containers and encodings into the byte streams a person would read."""

@@ -1,0 +1,1 @@
+"""Pure detection: bytes in, raw hits out. No I/O here."""

@@ -1,0 +1,1 @@
+"""Report writers; they see masked findings only, never raw bytes."""

@@ -1,0 +1,1 @@
+"""Sources enumerate items (metadata only) and open them as byte streams."""
