@@ -7,6 +7,7 @@ prefixes, sorted, and looked up by bisection (Python) or ``searchsorted`` (numpy
 from __future__ import annotations
 
 import bisect
+import itertools
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +122,7 @@ def build_table(doc: dict[str, Any]) -> BrandTable:
             spans = _subtract(spans, cut)
         ranges.extend(IinRange(lo, hi, name, frozenset(lengths)) for lo, hi in spans)
     ranges.sort(key=lambda r: r.low)
-    for a, b in zip(ranges, ranges[1:], strict=False):
+    for a, b in itertools.pairwise(ranges):
         if b.low <= a.high:
             raise BrandTableError(
                 f"{a.brand} and {b.brand} overlap at prefix {b.low:0{PREFIX_DIGITS}d}")

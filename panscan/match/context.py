@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ahocorasick
 
-_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_")
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class KeywordIndex:
@@ -12,15 +12,16 @@ class KeywordIndex:
 
     def __init__(self, words: list[str], window: int) -> None:
         self.window = window
-        self._automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH, ahocorasick.KEY_SEQUENCE)
+        self._automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
         for w in words:
-            self._automaton.add_word(tuple(w.lower().encode("ascii")))
+            self._automaton.add_word(w.lower())
         self._automaton.make_automaton()
 
     def near(self, text: bytes) -> bool:
         """True when ``text`` holds one of the keywords as a whole word."""
-        low = text.lower()
-        for end, length in self._automaton.iter(tuple(low)):
+        # latin-1 maps every byte to one character, so indexes stay byte offsets.
+        low = text.lower().decode("latin-1")
+        for end, length in self._automaton.iter(low):
             start = end - length + 1
             if (start == 0 or low[start - 1] not in _WORD) and (end + 1 >= len(low) or low[end + 1] not in _WORD):
                 return True
