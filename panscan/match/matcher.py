@@ -7,8 +7,8 @@ still found; a group of more than 19 digits is never split; a group touching an 
 is part of no candidate (hex digests, tokens). (The letter rule is judged per group, not per
 run: "PAN 2024-01-01T10:00" must not hide the PAN because the date's last group touches "T".)
 Candidates must be in a brand's IIN range, have a length that brand issues, and pass Luhn.
-``%B<pan>^NAME^YYMM`` is track 1 and ``;<pan>=YYMM`` track 2. UTF-16 text (either byte order, any alignment, inside binary files
-too) is read through a view that keeps the ASCII bytes whose neighbour is NUL.
+``%B<pan>^NAME^YYMM`` is track 1 and ``;<pan>=YYMM`` track 2. UTF-16 text (either byte order,
+any alignment, inside binary files too) is read through a view that keeps the ASCII bytes whose neighbour is NUL.
 
 Streaming: ``StreamScanner`` owns buffering. Each buffer is the carried tail of the previous
 one plus a new chunk; it reports the runs that *start* in its owned region and carries the
