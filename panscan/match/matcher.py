@@ -416,7 +416,7 @@ class StreamScanner:
             return []
         # Keep back whatever run is still open near the end (it may continue) and the context
         # that track data and keywords need.
-        cut = len(buf[:n - RIGHT].rstrip(RUN_BYTES))
+        cut = _stretch_start(buf, n - RIGHT)
         tail_open = False
         if n - cut > MAX_CARRY:
             cut, tail_open = _group_start_near(buf, n - MAX_CARRY // 2), True
@@ -462,6 +462,20 @@ class StreamScanner:
             lines += buf.count(b"\n", pos - self._buf_abs, own_hi - self._buf_abs)
         self._newlines = lines
         return out
+
+
+def _stretch_start(buf: bytes, end: int) -> int:
+    """Start of the stretch of run bytes that ends at ``end`` (``end`` if there is none)."""
+    # Look at a short tail first: copying the whole buffer for rstrip costs more than the scan.
+    step = 256
+    while True:
+        lo = max(0, end - step)
+        kept = len(buf[lo:end].rstrip(RUN_BYTES))
+        if kept or lo == 0:
+            return lo + kept
+        if step > MAX_CARRY:
+            return lo  # longer than any carry: the caller cuts it anyway
+        step *= 4
 
 
 def _group_start_near(buf: bytes, pos: int) -> int:
