@@ -23,7 +23,7 @@ The only record here holding a full number is ``RawHit``; it must not leave the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import regex
 
-from panscan.match.luhn import DOUBLED, luhn_valid
+from panscan.match.luhn import DOUBLED
 from panscan.match.patterns import PatternSet, load_patterns
 from panscan.model import Confidence, Kind
 
@@ -63,7 +63,6 @@ _IS_LETTER[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DOUBLED_U8 = np.array(DOUBLED, dtype=np.uint8)
 _POW10 = (10 ** np.arange(7, -1, -1)).astype(np.int64)
 _COLS = np.arange(MAX_DIGITS, dtype=np.int64)
-_GROUP = regex.compile(rb"[0-9]+")
 _GROUP_START = regex.compile(rb"(?<![0-9])[0-9]")
 _TRACK1_TAIL = regex.compile(rb"\^[^^\x00-\x1f]{2,26}\^[0-9]{4}")
 _TRACK2_TAIL = regex.compile(rb"=[0-9]{4}")
@@ -93,39 +92,70 @@ class RawHit:
 
 
 # --------------------------------------------------------------------------------------------
-# Prefilter: does a buffer hold anything that could become a candidate?
+# Prefilter: where in a buffer could a candidate be?
 
-def _build_prefilter() -> Callable[[bytes], bool]:
-    if _hs is None:
-        return lambda data: data.translate(_SQUEEZE, b" -").find(_THIRTEEN) >= 0
-    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-    db.compile(expressions=[rb"[0-9](?:[ \-]?[0-9]){12}"], ids=[0], flags=[_hs.HS_FLAG_SINGLEMATCH])
-    scratch = _hs.Scratch(db)
+SPARSE_LIMIT = 256  # prefilter matches per buffer beyond which the whole buffer is vectorised
+_Spans = list[tuple[int, int]] | None  # None: look at the whole buffer
+_RUN_TEXT = b"0123456789 -"
 
-    def found(data: bytes) -> bool:
-        hit: list[bool] = []
 
-        def on_match(_id: int, _start: int, _end: int, _flags: int, _ctx: object) -> bool:
-            hit.append(True)
-            return True  # stop at the first: we only ask "any?"
+class _Locator:
+    """Finds the regions of a buffer worth the full pipeline.
+
+    With hyperscan, a scan for "13 digits with single separators" reports match ends; when
+    there are few (prose, sparse logs) only the runs around them are examined, otherwise the
+    whole buffer is. Without hyperscan a squeeze-and-find answers yes or no for the buffer.
+    """
+
+    def __init__(self) -> None:
+        self._db: Any = None
+        if _hs is not None:
+            self._db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+            self._db.compile(expressions=[rb"[0-9](?:[ \-]?[0-9]){12}"], ids=[0], flags=[0])
+            self._scratch = _hs.Scratch(self._db)
+
+    def locate(self, data: bytes) -> tuple[bool, _Spans]:
+        """(anything to look at, spans to look at or None for all of it)."""
+        if self._db is None:
+            return data.translate(_SQUEEZE, b" -").find(_THIRTEEN) >= 0, None
+        ends: list[int] = []
+
+        def on_match(_id: int, _start: int, end: int, _flags: int, _ctx: object) -> bool:
+            ends.append(end)
+            return len(ends) > SPARSE_LIMIT  # True stops the scan: dense, take everything
 
         try:
-            db.scan(data, match_event_handler=on_match, scratch=scratch)
+            self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
         except _hs.ScanTerminated:
-            pass  # the handler stopped the scan at the first match
-        return bool(hit)
-
-    return found
-
-
-_prefilter: Callable[[bytes], bool] | None = None
+            return True, None
+        if not ends:
+            return False, None
+        return True, _spans_around(data, ends)
 
 
-def _has_candidates(data: bytes) -> bool:
-    global _prefilter
-    if _prefilter is None:
-        _prefilter = _build_prefilter()
-    return _prefilter(data)
+def _spans_around(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
+    """Whole stretches of digit/space/dash bytes around each prefilter match end, merged."""
+    spans: list[tuple[int, int]] = []
+    for end in ends:
+        if spans and end <= spans[-1][1]:
+            continue  # inside the stretch already taken
+        lo = _stretch_start(data, end - MIN_DIGITS, _RUN_TEXT)
+        hi = _stretch_end(data, end, _RUN_TEXT)
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], hi)
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+_locator: _Locator | None = None
+
+
+def _locate(data: bytes) -> tuple[bool, _Spans]:
+    global _locator
+    if _locator is None:
+        _locator = _Locator()
+    return _locator.locate(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,63 +211,131 @@ class _Region:
     at_stream_start: bool  # nothing precedes buffer offset 0
 
 
-def _runs(data: bytes) -> tuple[_I64, _I64, _I64]:
-    """Start, end and separator count of every run holding 13 or more digits.
+@dataclass(slots=True)
+class _Groups:
+    """The digit groups of every run that holds 13 or more digits, in order (view indexes)."""
 
-    Works on digit groups rather than bytes: one vectorised pass finds the groups, and the
-    joins between them (a single space or dash) are decided on the much shorter group arrays.
+    start: _I64
+    end: _I64
+    first: _I64  # per group: index of its run's first group
+    last: _I64  # per group: index of its run's last group
+
+
+def _digits_in_long_stretches(a: _U8) -> npt.NDArray[np.bool_]:
+    """Digit mask limited to stretches of 13+ digit/space/dash bytes (a superset of the runs).
+
+    Logs are full of short numbers (dates, IPs, hex ids); dropping them with a few shifted
+    boolean passes is cheaper than carrying every one of them through the group arrays.
     """
-    a = np.frombuffer(data, dtype=np.uint8)
-    n = len(a)
     isd = (a - np.uint8(48)) < 10
+    stretch = isd | (a == 32) | (a == 45)
+    if len(a) < MIN_DIGITS:
+        return isd & False
+    for shift in (1, 2, 4, 5):  # erosion: stretch[p] = all of bytes p .. p+12 (1+2+4 covers 8, +5 covers 13)
+        stretch[:-shift] &= stretch[shift:]
+    stretch[len(a) - MIN_DIGITS + 1:] = False
+    for shift in (1, 2, 4, 8):  # dilation back over p .. p+15: covers every byte of such a stretch
+        stretch[shift:] |= stretch[:-shift]
+    return np.asarray(isd & stretch)
+
+
+def _group_edges(a: _U8, offset: int, whole_stretch: bool = False) -> tuple[_I64, _I64]:
+    """Start and end of the digit groups of ``a`` that lie in long stretches, plus ``offset``.
+
+    ``whole_stretch``: ``a`` is known to be one stretch around a prefilter match; every digit
+    of it counts, and the stretch filter would only cost time.
+    """
+    n = len(a)
+    isd = (a - np.uint8(48)) < 10 if whole_stretch else _digits_in_long_stretches(a)
     edges = np.flatnonzero(isd[1:] != isd[:-1]) + 1
     if n and isd[0]:
         edges = np.concatenate(([0], edges))
     if n and isd[-1]:
         edges = np.concatenate((edges, [n]))
-    gs, ge = edges[0::2], edges[1::2]
-    empty = np.zeros(0, dtype=np.int64)
+    edges = edges.astype(np.int64) + offset
+    return edges[0::2], edges[1::2]
+
+
+def _candidate_groups(a: _U8, spans: _Spans) -> _Groups | None:
+    """Digit groups and their runs, vectorised, over the whole of ``a`` or the given spans.
+
+    One pass finds the groups; the joins between them (exactly one space or dash) are decided
+    on the much shorter group arrays, and runs with fewer than 13 digits are dropped there.
+    Spans are whole stretches of run bytes, so no run crosses a span's edge.
+    """
+    n = len(a)
+    if spans is None:
+        gs, ge = _group_edges(a, 0)
+    else:
+        parts = [_group_edges(a[lo:hi], lo, whole_stretch=True) for lo, hi in spans]
+        gs = np.concatenate([p[0] for p in parts])
+        ge = np.concatenate([p[1] for p in parts])
     if not len(gs):
-        return empty, empty, empty
+        return None
     gl = ge - gs
-    # Group k joins group k+1 when exactly one separator byte stands between them.
-    gap_one = (gs[1:] - ge[:-1]) == 1
     between = a[np.minimum(ge[:-1], n - 1)]
-    joins = gap_one & ((between == 32) | (between == 45))
-    if not joins.any():
-        keep = gl >= MIN_DIGITS
-        return gs[keep].astype(np.int64), ge[keep].astype(np.int64), np.zeros(int(keep.sum()), np.int64)
-    # Runs are maximal chains of joined groups: a new run starts wherever group k-1 does not join k.
+    joins = ((gs[1:] - ge[:-1]) == 1) & ((between == 32) | (between == 45))
+    if not joins.any():  # every group is a run of its own
+        keep = np.flatnonzero(gl >= MIN_DIGITS)
+        if not len(keep):
+            return None
+        own = np.arange(len(keep), dtype=np.int64)
+        return _Groups(gs[keep], ge[keep], own, own)
     first = np.concatenate(([True], ~joins))
     run_first = np.flatnonzero(first)
     run_last = np.concatenate((run_first[1:] - 1, [len(gs) - 1]))
-    digits = np.add.reduceat(gl, run_first)
-    keep = digits >= MIN_DIGITS
-    run_first, run_last = run_first[keep], run_last[keep]
-    return (gs[run_first].astype(np.int64), ge[run_last].astype(np.int64),
-            (run_last - run_first).astype(np.int64))
+    run_keep = np.add.reduceat(gl, run_first) >= MIN_DIGITS
+    if not run_keep.any():
+        return None
+    run_of = np.cumsum(first) - 1
+    sel = np.flatnonzero(run_keep[run_of])
+    rid = run_of[sel]
+    new_first = np.arange(len(sel), dtype=np.int64) - (sel - run_first[rid])
+    new_last = new_first + (run_last - run_first)[rid]
+    return _Groups(gs[sel], ge[sel], new_first, new_last)
 
 
-def _valid_contiguous(a: _U8, starts: _I64, lengths: _I64, patterns: PatternSet) -> _I64:
-    """Brand index per contiguous candidate (-1 when IIN, length or Luhn fails), vectorised.
+def _windows(g: _Groups) -> tuple[_I64, _I64, _I64]:
+    """First group, last group and digit count of every window of 13-19 digits."""
+    cum = np.concatenate(([0], np.cumsum(g.end - g.start)))
+    active = np.arange(len(g.start), dtype=np.int64)
+    firsts, lasts, counts = [], [], []
+    width = 0
+    while len(active):
+        last = active + width
+        inside = last <= g.last[active]
+        active, last = active[inside], last[inside]
+        count = cum[last + 1] - cum[active]
+        fits = count <= MAX_DIGITS  # digits only grow with the width: drop what overflowed
+        active, last, count = active[fits], last[fits], count[fits]
+        take = count >= MIN_DIGITS
+        firsts.append(active[take])
+        lasts.append(last[take])
+        counts.append(count[take])
+        width += 1
+    return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(counts)
 
-    The IIN and length test comes first, on the 8-digit prefix alone: it rejects most
-    candidates (timestamps, ids) before the full digit matrix is built for Luhn.
-    """
-    pre = (a[starts[:, None] + _COLS[None, :8]].astype(np.int64) - 48) @ _POW10
-    brand = patterns.table.lookup_many(pre, lengths)
-    live = np.flatnonzero(brand >= 0)
-    if not len(live):
-        return brand
-    s, ln = starts[live], lengths[live]
-    idx = np.minimum(s[:, None] + _COLS[None, :], len(a) - 1)
-    inside = _COLS[None, :] < ln[:, None]
-    digits = np.where(inside, a[idx] - np.uint8(48), np.uint8(0))
-    # Luhn from the right: position (length-1-col) odd means doubled.
-    doubled = inside & (((ln[:, None] - 1 - _COLS[None, :]) & 1) == 1)
+
+def _window_digits(a: _U8, g: _Groups, first: _I64, last: _I64, count: _I64) -> _U8:
+    """Digit values of each window, left-aligned in MAX_DIGITS columns (zeros beyond)."""
+    inside = _COLS[None, :] < count[:, None]
+    pos = g.start[first][:, None] + _COLS[None, :]
+    multi = np.flatnonzero(first != last)
+    if len(multi):  # windows spanning groups: map the k-th digit to its group
+        cum = np.concatenate(([0], np.cumsum(g.end - g.start)))
+        target = cum[first[multi]][:, None] + _COLS[None, :]
+        grp = np.clip(np.searchsorted(cum, target, side="right") - 1, 0, len(g.start) - 1)
+        pos[multi] = g.start[grp] + (target - cum[grp])
+    pos = np.minimum(pos, len(a) - 1)
+    return np.where(inside, a[pos] - np.uint8(48), np.uint8(0))
+
+
+def _luhn_ok(digits: _U8, count: _I64) -> npt.NDArray[np.bool_]:
+    inside = _COLS[None, :] < count[:, None]
+    # From the right, every second digit is doubled: column c is doubled when count-1-c is odd.
+    doubled = inside & (((count[:, None] - 1 - _COLS[None, :]) & 1) == 1)
     total = np.where(doubled, _DOUBLED_U8[digits], digits).sum(axis=1, dtype=np.int64)
-    brand[live[total % 10 != 0]] = -1
-    return brand
+    return np.asarray(total % 10 == 0)
 
 
 def _confidence(groups: tuple[int, ...], data: bytes, start: int, end: int, scale: int,
@@ -264,51 +362,56 @@ def _track_kind(data: bytes, start: int, end: int) -> Kind | None:
 def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHit]:
     data = view.data
     n = len(data)
-    if n < MIN_DIGITS or not _has_candidates(data):
+    if n < MIN_DIGITS:
         return []
-    starts, ends, nsep = _runs(data)
-    if not len(starts):
+    anything, spans = _locate(data)
+    if not anything:
         return []
     a = np.frombuffer(data, dtype=np.uint8)
-    buf_starts = view.shift + view.scale * starts
-    owned = (buf_starts >= region.lo) & (buf_starts < region.hi)
-    continued = np.zeros(len(starts), dtype=bool)
-    if region.head_continues:
-        continued = (buf_starts < region.lo) & (view.shift + view.scale * ends > region.lo)
-    tail_cut = np.zeros(len(starts), dtype=bool)
-    if region.tail_open:
-        tail_cut = (ends == n) & (buf_starts < region.hi)
-    keep = owned | continued
-    if not keep.any():
+    g = _candidate_groups(a, spans)
+    if g is None:
+        return []
+    first, last, count = _windows(g)
+    if not len(first):
         return []
 
-    # Letter rule, with the track-1 exception (the PAN follows "%B").
-    before = np.where(starts > 0, a[np.maximum(starts - 1, 0)], np.uint8(0))
-    after = np.where(ends < n, a[np.minimum(ends, n - 1)], np.uint8(0))
-    letter_before = _IS_LETTER[before] & ~continued
-    letter_after = _IS_LETTER[after] & ~tail_cut
-    maybe_track1 = (before == ord("B")) & (after == ord("^"))
-    letter_ok = (~letter_before | maybe_track1) & ~letter_after  # for lone groups
+    # Ownership: a run belongs to the buffer where it starts; a run cut by a forced carry cut
+    # (region.tail_open / head_continues) is shared by window start, never using a cut group.
+    run_start = g.start[g.first[first]]
+    run_end = g.end[g.last[first]]
+    buf_run_start = view.shift + view.scale * run_start
+    buf_start = view.shift + view.scale * g.start[first]
+    owned = (buf_run_start >= region.lo) & (buf_run_start < region.hi)
+    if region.head_continues:
+        owned |= (buf_run_start < region.lo) & (buf_start >= region.lo)
+    tail_run = np.zeros(len(first), dtype=bool)
+    if region.tail_open:
+        tail_run = run_end == n
+        owned &= ~tail_run | ((buf_start < region.hi) & (last != g.last[first]))
 
-    hits: list[RawHit] = []
-    # A lone group cut at either buffer edge has an unknown length: the neighbour buffer sees it.
-    single = keep & letter_ok & (nsep == 0) & ((ends - starts) <= MAX_DIGITS) & ~continued & ~tail_cut
-    if single.any():
-        s, e = starts[single], ends[single]
-        lengths = e - s
-        brand_idx = _valid_contiguous(a, s, lengths, patterns)
-        single_letter_before = letter_before[single]
-        for i in np.flatnonzero(brand_idx >= 0):
-            hit = _make_hit(data, view, int(s[i]), int(e[i]), (int(lengths[i]),),
-                            patterns.table.brands[brand_idx[i]], bool(single_letter_before[i]), patterns)
-            if hit is not None:
-                hits.append(hit)
-    multi = keep & (nsep > 0)
-    for i in np.flatnonzero(multi):
-        lo_window = region.lo if continued[i] else 0
-        hits.extend(_scan_grouped_run(data, view, int(starts[i]), int(ends[i]), bool(letter_before[i]),
-                                      bool(letter_after[i]), lo_window,
-                                      region.hi if tail_cut[i] else None, patterns))
+    # Letter rule: only a run's outer groups can touch a letter. "%B" before track 1 is checked
+    # per hit below.
+    before = np.where(run_start > 0, a[np.maximum(run_start - 1, 0)], np.uint8(0))
+    after = np.where(run_end < n, a[np.minimum(run_end, n - 1)], np.uint8(0))
+    touch_before = (first == g.first[first]) & _IS_LETTER[before]
+    touch_after = (last == g.last[first]) & _IS_LETTER[after] & ~tail_run
+    live = np.flatnonzero(owned & ~touch_after & (~touch_before | (before == ord("B"))))
+    if not len(live):
+        return []
+    first, last, count, touch_before = first[live], last[live], count[live], touch_before[live]
+
+    digits = _window_digits(a, g, first, last, count)
+    brand = patterns.table.lookup_many(digits[:, :8].astype(np.int64) @ _POW10, count)
+    ok = brand >= 0
+    ok[ok] = _luhn_ok(digits[ok], count[ok])
+    hits = []
+    for i in np.flatnonzero(ok):
+        f, la = int(first[i]), int(last[i])
+        groups = tuple(int(x) for x in (g.end[f:la + 1] - g.start[f:la + 1]))
+        hit = _make_hit(data, view, int(g.start[f]), int(g.end[la]), groups,
+                        patterns.table.brands[brand[i]], bool(touch_before[i]), patterns)
+        if hit is not None:
+            hits.append(hit)
     return hits
 
 
@@ -329,38 +432,6 @@ def _make_hit(data: bytes, view: _View, start: int, end: int, groups: tuple[int,
         confidence=confidence,
         test_card=digits in patterns.test_pans,
     )
-
-
-def _scan_grouped_run(data: bytes, view: _View, start: int, end: int, letter_before: bool,
-                      letter_after: bool, window_from: int, window_to: int | None,
-                      patterns: PatternSet) -> list[RawHit]:
-    """Every window of whole groups with 13-19 digits in one run that has separators."""
-    spans = [(m.start(), m.end()) for m in _GROUP.finditer(data, start, end)]
-    hits = []
-    for i, (g_start, _) in enumerate(spans):
-        buf_pos = view.to_buf(g_start)
-        if buf_pos < window_from or (window_to is not None and buf_pos >= window_to):
-            continue
-        count = 0
-        for j in range(i, len(spans)):
-            count += spans[j][1] - spans[j][0]
-            if count > MAX_DIGITS:
-                break
-            if count < MIN_DIGITS:
-                continue
-            if letter_after and j == len(spans) - 1:
-                break  # the last group touches a letter
-            w_end = spans[j][1]
-            digits = data[g_start:w_end].translate(None, b" -").decode("ascii")
-            brand = patterns.table.lookup(digits)
-            if brand is None or not luhn_valid(digits):
-                continue
-            groups = tuple(e - s for s, e in spans[i:j + 1])
-            # Only the run's first group can touch the letter before it.
-            hit = _make_hit(data, view, g_start, w_end, groups, brand, letter_before and i == 0, patterns)
-            if hit is not None:
-                hits.append(hit)
-    return hits
 
 
 def scan_buffer(buf: bytes, region: _Region, patterns: PatternSet) -> list[RawHit]:
@@ -455,26 +526,43 @@ class StreamScanner:
             if offset < self._own_from or (self._own_to is not None and offset >= self._own_to):
                 continue
             if offset > pos:
-                lines += buf.count(b"\n", pos - self._buf_abs, offset - self._buf_abs)
+                lines += _newlines(buf, pos - self._buf_abs, offset - self._buf_abs)
                 pos = offset
             out.append(_placed(hit, offset, lines + 1))
         if own_hi > pos:
-            lines += buf.count(b"\n", pos - self._buf_abs, own_hi - self._buf_abs)
+            lines += _newlines(buf, pos - self._buf_abs, own_hi - self._buf_abs)
         self._newlines = lines
         return out
 
 
-def _stretch_start(buf: bytes, end: int) -> int:
-    """Start of the stretch of run bytes that ends at ``end`` (``end`` if there is none)."""
+def _newlines(buf: bytes, lo: int, hi: int) -> int:
+    if hi - lo < 4096:
+        return buf.count(b"\n", lo, hi)
+    # bytes.count walks byte by byte; numpy compares a vector at a time.
+    return int(np.count_nonzero(np.frombuffer(buf, np.uint8, hi - lo, lo) == 10))
+
+
+def _stretch_start(buf: bytes, end: int, chars: bytes = RUN_BYTES) -> int:
+    """Start of the stretch of ``chars`` bytes that ends at ``end`` (``end`` if there is none)."""
     # Look at a short tail first: copying the whole buffer for rstrip costs more than the scan.
+    end = max(0, end)
     step = 256
     while True:
         lo = max(0, end - step)
-        kept = len(buf[lo:end].rstrip(RUN_BYTES))
+        kept = len(buf[lo:end].rstrip(chars))
         if kept or lo == 0:
             return lo + kept
-        if step > MAX_CARRY:
-            return lo  # longer than any carry: the caller cuts it anyway
+        step *= 4
+
+
+def _stretch_end(buf: bytes, start: int, chars: bytes) -> int:
+    """End of the stretch of ``chars`` bytes that begins at ``start``."""
+    step = 256
+    while True:
+        hi = min(len(buf), start + step)
+        left = len(buf[start:hi].lstrip(chars))
+        if left or hi == len(buf):
+            return hi - left
         step *= 4
 
 
@@ -487,6 +575,11 @@ def _group_start_near(buf: bytes, pos: int) -> int:
 def _placed(hit: RawHit, offset: int, line: int) -> RawHit:
     return RawHit(offset, hit.length, hit.digits, hit.kind, hit.brand, hit.confidence,
                   hit.test_card, line)
+
+
+def _has_candidates(data: bytes) -> bool:
+    """Whether a buffer may hold a candidate at all (the benchmark and tests use this)."""
+    return _locate(data)[0]
 
 
 def scan_chunks(chunks: Iterable[bytes], patterns: PatternSet | None = None, *,
