@@ -74,7 +74,7 @@ def test_newline_free_gibibyte_stream_is_scanned_in_bounded_memory(kind: str) ->
     # Run in a child so its peak RSS is its own; the stream is generated on the fly.
     pan = make_pan("4", 16)
     code = textwrap.dedent(f"""
-        import resource, sys
+        import sys
         from panscan.match.matcher import StreamScanner
         block = {'b"lorem ipsum dolor sit amet " * 40000' if kind == 'text' else 'b"7" * (1 << 20)'}
         block = block[: 1 << 20]
@@ -86,7 +86,10 @@ def test_newline_free_gibibyte_stream_is_scanned_in_bounded_memory(kind: str) ->
                 chunk = block[:500000] + b" {pan} " + block[500018:]
             hits += scanner.feed(chunk)
         hits += scanner.finish()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # VmHWM belongs to this program's own address space (ru_maxrss would include the
+        # forked parent's pages on Linux).
+        status = open("/proc/self/status").read()
+        peak = int(status.split("VmHWM:")[1].split()[0])
         print(len(hits), [h.offset for h in hits], peak)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -94,4 +97,6 @@ def test_newline_free_gibibyte_stream_is_scanned_in_bounded_memory(kind: str) ->
     count, peak_kib = int(out[0]), int(out[-1])
     # In the digit stream the PAN is its own group between single spaces: still found.
     assert count == 1 and f"[{700 * (1 << 20) + 500001}]" in " ".join(out)
-    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB"
+    # The interpreter with numpy and hyperscan is ~40 MiB; a 1 GiB stream must not add to it
+    # more than a few chunks.
+    assert peak_kib < 120 * 1024, f"peak RSS {peak_kib} KiB"
