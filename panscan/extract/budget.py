@@ -1,0 +1,84 @@
+"""Limits on what extracting one item may cost, and the accounting that enforces them.
+
+``Limits`` is the frozen, picklable configuration (built by the config loader from
+``[limits]`` in ``panscan.toml``, or left at its safe defaults). ``Meter`` is the mutable,
+per-item accounting an extractor updates as it reads and produces bytes; the worker creates
+one per item, passes it to :func:`panscan.extract.sniff.open_streams`, and afterwards reads
+``bytes_in`` (raw bytes consumed from the item: its ``bytes_scanned``) and ``bytes_expanded``.
+
+An extractor that hits a limit, or that meets data it cannot decode, raises
+:class:`ExtractError` from its chunk iterator *after* yielding everything it produced before
+that point, so the caller scans what was read and records the item as ``partial`` with the
+error's ``reason``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from panscan.model import Reason
+
+#: The compression ratio is judged only once this many bytes have been produced: small,
+#: highly compressible files (a page of zeros, a sparse log) are legitimate, and the
+#: ratio of a few kilobytes says nothing about a bomb.
+RATIO_GRACE_BYTES = 16 * 2**20
+
+
+class ExtractError(Exception):
+    """An item's content could not be extracted completely.
+
+    ``reason`` is the item's reason code; ``detail`` explains it for a person and never
+    contains content from the item (a member name or a path is fine).
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much work extracting one item may take.
+
+    ``max_archive_depth`` and ``max_members`` apply to archives (a later issue); the others
+    apply to every item. ``max_ratio`` compares bytes a decompressor actually produced with
+    the compressed bytes read for it (headers declaring sizes are never trusted) and is
+    checked only after :data:`RATIO_GRACE_BYTES` have been produced.
+    ``max_decoder_memory`` caps what one decoder may allocate (an xz header may ask for a
+    dictionary of gigabytes). ``max_item_seconds`` is wall time from the moment the item's
+    streams are opened, including the time the caller spends between chunks.
+    """
+
+    max_archive_depth: int = 8
+    max_expanded_bytes: int = 4 * 2**30
+    max_members: int = 100_000
+    max_ratio: float = 1000.0
+    max_item_seconds: float = 3600.0
+    max_decoder_memory: int = 256 * 2**20
+
+
+@dataclass
+class Meter:
+    """Per-item byte accounting and deadline, shared by every stream of one item.
+
+    ``bytes_in``: raw bytes read from the item. ``bytes_expanded``: bytes produced by
+    decompressors (raw pass-through bytes are not counted: ``max_expanded_bytes`` limits
+    expansion, not plain file size). ``deadline``: a ``time.monotonic()`` value, set when
+    the first stream is opened if the caller left it ``None``.
+    """
+
+    bytes_in: int = 0
+    bytes_expanded: int = 0
+    deadline: float | None = field(default=None)
+
+    def start(self, limits: Limits) -> None:
+        """Start the item's clock, unless the caller already did."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + limits.max_item_seconds
+
+    def check_time(self) -> None:
+        """Raise ``TIME_CUT_OFF_REACHED`` once the deadline has passed."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise ExtractError(Reason.TIME_CUT_OFF_REACHED, "item time limit reached")
