@@ -316,14 +316,16 @@ def _windows(g: _Groups) -> tuple[_I64, _I64, _I64]:
     return np.concatenate(firsts), np.concatenate(lasts), np.concatenate(counts)
 
 
-def _window_digits(a: _U8, g: _Groups, first: _I64, last: _I64, count: _I64) -> _U8:
-    """Digit values of each window, left-aligned in MAX_DIGITS columns (zeros beyond)."""
-    inside = _COLS[None, :] < count[:, None]
-    pos = g.start[first][:, None] + _COLS[None, :]
+def _window_digits(a: _U8, g: _Groups, first: _I64, last: _I64, count: _I64,
+                   width: int = MAX_DIGITS) -> _U8:
+    """The first ``width`` digit values of each window, left-aligned (zeros beyond its end)."""
+    cols = _COLS[:width]
+    inside = cols[None, :] < count[:, None]
+    pos = g.start[first][:, None] + cols[None, :]
     multi = np.flatnonzero(first != last)
     if len(multi):  # windows spanning groups: map the k-th digit to its group
         cum = np.concatenate(([0], np.cumsum(g.end - g.start)))
-        target = cum[first[multi]][:, None] + _COLS[None, :]
+        target = cum[first[multi]][:, None] + cols[None, :]
         grp = np.clip(np.searchsorted(cum, target, side="right") - 1, 0, len(g.start) - 1)
         pos[multi] = g.start[grp] + (target - cum[grp])
     pos = np.minimum(pos, len(a) - 1)
@@ -400,10 +402,15 @@ def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHi
         return []
     first, last, count, touch_before = first[live], last[live], count[live], touch_before[live]
 
-    digits = _window_digits(a, g, first, last, count)
-    brand = patterns.table.lookup_many(digits[:, :8].astype(np.int64) @ _POW10, count)
-    ok = brand >= 0
-    ok[ok] = _luhn_ok(digits[ok], count[ok])
+    # IIN and length first, on eight digits: most windows (timestamps, ids) stop here.
+    prefix = _window_digits(a, g, first, last, count, 8).astype(np.int64) @ _POW10
+    brand = patterns.table.lookup_many(prefix, count)
+    issued = np.flatnonzero(brand >= 0)
+    if not len(issued):
+        return []
+    first, last, count, touch_before, brand = (
+        first[issued], last[issued], count[issued], touch_before[issued], brand[issued])
+    ok = _luhn_ok(_window_digits(a, g, first, last, count), count)
     hits = []
     for i in np.flatnonzero(ok):
         f, la = int(first[i]), int(last[i])
@@ -575,6 +582,21 @@ def _group_start_near(buf: bytes, pos: int) -> int:
 def _placed(hit: RawHit, offset: int, line: int) -> RawHit:
     return RawHit(offset, hit.length, hit.digits, hit.kind, hit.brand, hit.confidence,
                   hit.test_card, line)
+
+
+def tune_allocator() -> None:
+    """Keep large temporaries on the heap (glibc): the vectorised passes allocate a few
+    megabyte-sized arrays per chunk, and fresh mmap()ed pages for each cost more than the
+    arithmetic. Called once per worker process; harmless elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
 
 
 def _has_candidates(data: bytes) -> bool:

@@ -1,0 +1,449 @@
+"""The local engine: a pool of worker processes forked once, at start.
+
+Each worker has its own pipe and receives at most ``PREFETCH`` tasks at a time, which it
+answers in order; the coordinator therefore always knows which task a worker is on (the
+oldest unanswered one). A worker that dies (SIGKILL, the OOM killer, a crash in native
+code) turns exactly that task into ``error``/``WORKER_CRASHED``; the tasks queued behind it
+had not started and go back to the queue; a replacement worker is forked and the scan goes
+on. ``concurrent.futures`` is not used because one dead worker breaks its whole pool.
+
+Backpressure: items are pulled from the (lazy) source only while fewer than
+``workers * PREFETCH`` tasks are waiting, so a listing of millions of files is never held
+in memory. Regular files larger than ``split_threshold`` become byte-range tasks of
+``range_size`` bytes scanned by several workers; their results are merged back into one
+``ItemResult`` (findings by offset, line numbers continued across ranges, status the worst
+of the parts). See ``worker`` for how a range of a compressed file is handled.
+
+Worker log records reach the coordinator's handlers through multiprocessing-logging: the
+handlers of the ``panscan`` logger are wrapped before the fork and restored at close.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any
+
+from multiprocessing_logging import MultiProcessingHandler
+
+from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
+from panscan.model import Item, ItemResult, Reason, Status, Task
+
+logger = logging.getLogger(__name__)
+
+#: Items larger than this are split into byte ranges (when their source supports ranges).
+SPLIT_THRESHOLD = 64 * 2**20
+#: Size of one byte-range task.
+RANGE_SIZE = 32 * 2**20
+#: Most tasks sent to one worker ahead of its answers (keeps it busy while the coordinator
+#: works, and lets one pipe write carry several small tasks).
+PREFETCH = 8
+#: Most bytes of tasks waiting at one worker behind the one it is scanning.
+PREFETCH_BYTES = 8 * 2**20
+# Sources whose items can be read from an offset.
+_RANGED_SOURCES = frozenset({"file"})
+# How often the coordinator looks at its interrupt flag while waiting for workers.
+_POLL_SECONDS = 0.2
+# Workers that die between tasks (not attributable to an item) are replaced; this many
+# such deaths per worker slot means something is wrong with the process itself.
+_MAX_IDLE_DEATHS_PER_SLOT = 3
+
+_SEVERITY = {Status.COMPLETE: 0, Status.PARTIAL: 1, Status.SKIPPED: 2, Status.ERROR: 3}
+
+
+class EngineError(RuntimeError):
+    """The pool itself failed (workers cannot be kept alive)."""
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    sent: deque[int] = field(default_factory=deque)  # task ids, oldest (in progress) first
+
+
+@dataclass
+class _Pending:
+    item: Item
+    parts: int
+    done: dict[int, TaskResult] = field(default_factory=dict)  # part index -> result
+
+
+class LocalEngine:
+    """Runs ``worker.scan_task`` over items on a local process pool.
+
+    Use as a context manager (or call :meth:`start` and :meth:`close`). :meth:`run` yields
+    one ``ItemResult`` per item it is given, in completion order; ``ItemResult`` values in
+    the input (decisions a source already made) are passed through unchanged. Results are
+    not yet masked for display: locations are the source's own (see ``findings.mask.mask_result``).
+    """
+
+    def __init__(self, ctx: WorkerContext, workers: int | None = None, *,
+                 split_threshold: int = SPLIT_THRESHOLD, range_size: int = RANGE_SIZE,
+                 log_to: logging.Logger | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError("workers must be at least 1")
+        if range_size < 1 or split_threshold < range_size:
+            raise ValueError("range_size must be positive and at most split_threshold")
+        self._ctx = ctx
+        self._n = workers or os.cpu_count() or 1
+        self._split_threshold = split_threshold
+        self._range_size = range_size
+        self._log_to = log_to if log_to is not None else logging.getLogger("panscan")
+        self._mp = multiprocessing.get_context("fork")
+        self._workers: list[_Worker] = []
+        self._wrapped: list[MultiProcessingHandler] = []
+        self._interrupted = False
+        self._idle_deaths = 0
+        # Task bookkeeping (see run()).
+        self._tasks: dict[int, tuple[int, int, Task]] = {}  # task id -> (item id, part, task)
+        self._pending: dict[int, _Pending] = {}
+        self._todo: deque[int] = deque()
+        self._next_id = 0
+
+    @property
+    def workers(self) -> int:
+        return self._n
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def interrupt(self) -> None:
+        """Stop soon: no new tasks; :meth:`run` reports unfinished items as ``INTERRUPTED``.
+
+        Safe to call from a signal handler.
+        """
+        self._interrupted = True
+
+    # ----------------------------------------------------------------------------------------
+    # Pool lifetime.
+
+    def __enter__(self) -> LocalEngine:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Wrap the log handlers and fork the workers."""
+        if self._workers:
+            return
+        self._wrap_log_handlers()
+        for _ in range(self._n):
+            self._workers.append(self._spawn())
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force) and restore the log handlers."""
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self._workers:
+            w.process.join(timeout=0 if self._interrupted else 5)
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(timeout=5)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+        self._workers = []
+        self._unwrap_log_handlers()
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = self._mp.Pipe(duplex=True)
+        # The child must not keep the coordinator's ends of the other workers' pipes open,
+        # or a worker would not see EOF when the coordinator goes away.
+        others = [w.conn for w in self._workers] + [ours]
+        process = self._mp.Process(target=_worker_main, args=(theirs, self._ctx, others),
+                                   name="panscan-worker", daemon=True)
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def _wrap_log_handlers(self) -> None:
+        for i, handler in enumerate(list(self._log_to.handlers)):
+            wrapper = MultiProcessingHandler(f"panscan-log-{i}", sub_handler=handler)
+            self._log_to.removeHandler(handler)
+            self._log_to.addHandler(wrapper)
+            self._wrapped.append(wrapper)
+
+    def _unwrap_log_handlers(self) -> None:
+        for wrapper in self._wrapped:
+            self._log_to.removeHandler(wrapper)
+            # Drain what the workers sent, without closing the caller's own handler.
+            wrapper._is_closed = True
+            wrapper._receive_thread.join(5.0)
+            self._log_to.addHandler(wrapper.sub_handler)
+        self._wrapped = []
+
+    # ----------------------------------------------------------------------------------------
+    # Scanning.
+
+    def run(self, items: Iterable[Item | ItemResult]) -> Iterator[ItemResult]:
+        """Scan ``items``; yield one result per item as it completes.
+
+        After :meth:`interrupt`, items already handed to workers are reported as
+        ``skipped``/``INTERRUPTED`` (with whatever parts of them had finished) and no more
+        items are pulled from ``items``.
+        """
+        if not self._workers:
+            raise RuntimeError("LocalEngine.run() before start()")
+        source = iter(items)
+        exhausted = False
+        while not self._interrupted:
+            self._dispatch()
+            while not exhausted and not self._interrupted and len(self._todo) < self._free_slots():
+                try:
+                    nxt = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if isinstance(nxt, ItemResult):
+                    yield nxt
+                else:
+                    self._add_item(nxt)
+                    self._dispatch()
+            if exhausted and not self._pending:
+                return
+            yield from self._collect(_POLL_SECONDS)
+        yield from self._abandon()
+
+    def _free_slots(self) -> int:
+        return sum(PREFETCH - len(w.sent) for w in self._workers)
+
+    def _add_item(self, item: Item) -> None:
+        item_id = self._new_id()
+        tasks = self._split(item)
+        self._pending[item_id] = _Pending(item, len(tasks))
+        for part, task in enumerate(tasks):
+            task_id = self._new_id()
+            self._tasks[task_id] = (item_id, part, task)
+            self._todo.append(task_id)
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _split(self, item: Item) -> list[Task]:
+        size = item.size
+        if item.source not in _RANGED_SOURCES or size is None or size <= self._split_threshold:
+            return [Task(item)]
+        step = self._range_size
+        return [Task(item, start, min(start + step, size)) for start in range(0, size, step)]
+
+    def _dispatch(self) -> None:
+        """Hand waiting tasks to workers, in batches: one pipe write carries several small
+        tasks, while big ones (byte ranges) queue one deep so no worker hoards them."""
+        for w in self._workers:
+            if not self._todo:
+                return
+            if len(w.sent) > PREFETCH // 2:
+                continue
+            queued = sum(self._task_bytes(t) for t in list(w.sent)[1:])
+            batch: list[int] = []
+            while self._todo and len(w.sent) + len(batch) < PREFETCH:
+                size = self._task_bytes(self._todo[0])
+                if w.sent or batch:  # it would wait behind another task
+                    if queued + size > PREFETCH_BYTES:
+                        break
+                    queued += size
+                batch.append(self._todo.popleft())
+            if not batch:
+                continue
+            try:
+                w.conn.send([(t, _pack_task(self._tasks[t][2])) for t in batch])
+            except OSError:
+                self._todo.extendleft(reversed(batch))
+                continue  # the worker is gone; _collect will notice and replace it
+            w.sent.extend(batch)
+
+    def _task_bytes(self, task_id: int) -> int:
+        task = self._tasks[task_id][2]
+        if task.end is not None:
+            return task.end - task.start
+        return task.item.size or 0
+
+    def _collect(self, timeout: float) -> Iterator[ItemResult]:
+        handles: list[Connection | int] = []
+        for w in self._workers:
+            handles += [w.conn, w.process.sentinel]
+        ready = set(wait(handles, timeout))
+        for w in list(self._workers):
+            if w.conn not in ready and w.process.sentinel not in ready:
+                continue
+            alive = True
+            try:
+                while w.conn.poll():
+                    task_id, packed = w.conn.recv()
+                    if not w.sent or w.sent[0] != task_id:
+                        raise EngineError("a worker answered out of order")
+                    w.sent.popleft()
+                    done = self._record(task_id, _unpack_result(self._tasks[task_id][2], packed))
+                    if done is not None:
+                        yield done
+            except (EOFError, OSError):
+                alive = False
+            if not alive or not w.process.is_alive():
+                yield from self._replace(w)
+
+    def _replace(self, w: _Worker) -> Iterator[ItemResult]:
+        w.process.join()
+        w.conn.close()
+        code = w.process.exitcode
+        if code is not None and code < 0:
+            how = f"signal {signal.Signals(-code).name}"
+        else:
+            how = f"exit status {code}"
+        index = self._workers.index(w)
+        if w.sent:
+            crashed = w.sent.popleft()
+            logger.error("a worker process died (%s) while scanning an item; it is reported as %s",
+                         how, Reason.WORKER_CRASHED)
+            # The tasks queued behind it never started: they go back to the front of the queue.
+            self._todo.extendleft(reversed(w.sent))
+            item = self._tasks[crashed][2].item
+            result = ItemResult(item, Status.ERROR, Reason.WORKER_CRASHED, f"the worker process died ({how})")
+            done = self._record(crashed, TaskResult(self._tasks[crashed][2], result))
+            if done is not None:
+                yield done
+        else:
+            self._idle_deaths += 1
+            logger.warning("a worker process died between tasks (%s); starting another", how)
+            if self._idle_deaths > _MAX_IDLE_DEATHS_PER_SLOT * self._n:
+                raise EngineError("worker processes keep dying")
+        self._workers[index] = self._spawn()
+
+    def _record(self, task_id: int, result: TaskResult) -> ItemResult | None:
+        item_id, part, _ = self._tasks.pop(task_id)
+        pending = self._pending[item_id]
+        pending.done[part] = result
+        if len(pending.done) < pending.parts:
+            return None
+        del self._pending[item_id]
+        return merge_parts([pending.done[i] for i in range(pending.parts)])
+
+    def _abandon(self) -> Iterator[ItemResult]:
+        """After an interrupt: stop the workers now and account for every unfinished item."""
+        for w in self._workers:
+            if w.process.is_alive():
+                w.process.terminate()
+        for task_id in list(self._tasks):
+            task = self._tasks[task_id][2]
+            result = ItemResult(task.item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted")
+            done = self._record(task_id, TaskResult(task, result))
+            if done is not None:
+                yield done
+        self._todo.clear()
+        for w in self._workers:
+            w.sent.clear()
+
+
+def merge_parts(parts: list[TaskResult]) -> ItemResult:
+    """One item's result from the results of its tasks, in range order.
+
+    Findings are sorted by offset; a range's line numbers are continued from the newlines
+    of the ranges before it (0, "unknown", after a range that did not finish, since its
+    newlines were not counted); ``bytes_scanned`` is the sum; status, reason and detail
+    are those of the worst part (error, then skipped, then partial).
+    """
+    if len(parts) == 1:
+        return parts[0].result
+    worst = max(parts, key=lambda p: _SEVERITY[p.result.status]).result
+    whole = [p for p in parts if p.whole_item and p.task.start == 0]
+    if whole:
+        # The item needed extraction; the first range scanned all of it.
+        base = whole[0].result
+        return replace(base, status=worst.status, reason=worst.reason or base.reason,
+                       detail=worst.detail or base.detail)
+    findings = []
+    lines_before: int | None = 0
+    for p in parts:
+        for f in p.result.findings:
+            findings.append(replace(f, line=f.line + lines_before if lines_before is not None else 0))
+        if lines_before is not None and p.result.status is Status.COMPLETE:
+            lines_before += p.newlines_owned
+        else:
+            lines_before = None
+    findings.sort(key=lambda f: (f.member or "", f.offset, f.kind))
+    return ItemResult(parts[0].task.item, worst.status, worst.reason, worst.detail,
+                      sum(p.result.bytes_scanned for p in parts), tuple(findings))
+
+
+def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection]) -> None:
+    """A worker process: answer tasks from ``conn`` in order until told to stop."""
+    for c in inherited:
+        c.close()
+    # Ctrl-C reaches the whole process group; the coordinator decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        prepare_process()
+        _serve(conn, ctx)
+    except Exception as exc:
+        # multiprocessing would print the traceback, exception text included, to stderr;
+        # the type is all that may leave. The coordinator sees the exit and reports the task.
+        logger.error("worker process failed (%s)", type(exc).__name__)
+        raise SystemExit(70) from None
+
+
+def _serve(conn: Connection, ctx: WorkerContext) -> None:
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the coordinator is gone
+        if message is None:
+            return
+        for task_id, packed in message:
+            task = _unpack_task(packed)
+            try:
+                result = scan_task(task, ctx)
+            except Exception as exc:  # scan_task does not raise by contract; a bug if it does
+                result = TaskResult(task, ItemResult(task.item, Status.ERROR, Reason.READ_ERROR,
+                                                     f"internal error ({type(exc).__name__})"))
+            try:
+                conn.send((task_id, _pack_result(result)))
+            except OSError:
+                return
+
+
+# Tasks and results cross the pipe as tuples: pickling frozen slotted dataclasses costs
+# tens of microseconds each, which for small files is most of the coordinator's work. The
+# coordinator keeps the Task, so a result travels without it.
+_ITEM_FIELDS = tuple(f.name for f in fields(Item))
+_Packed = tuple[Any, ...]
+
+
+def _pack_task(task: Task) -> _Packed:
+    return (tuple(getattr(task.item, name) for name in _ITEM_FIELDS), task.start, task.end)
+
+
+def _unpack_task(packed: _Packed) -> Task:
+    values, start, end = packed
+    return Task(Item(*values), start, end)
+
+
+def _pack_result(r: TaskResult) -> _Packed:
+    res = r.result
+    return (res.status.value, res.reason.value if res.reason else None, res.detail, res.bytes_scanned,
+            res.findings, r.newlines_owned, r.whole_item)
+
+
+def _unpack_result(task: Task, packed: _Packed) -> TaskResult:
+    status, reason, detail, bytes_scanned, findings, newlines, whole = packed
+    result = ItemResult(task.item, Status(status), Reason(reason) if reason else None, detail, bytes_scanned,
+                        findings)
+    return TaskResult(task, result, newlines, whole)

@@ -1,0 +1,225 @@
+"""Scan one task (an item, or a byte range of one) inside a worker process.
+
+This is the only engine code that sees content. Full card numbers exist here as
+``match.matcher.RawHit`` values and are turned into masked ``Finding`` records by
+``findings.mask.to_finding`` as soon as the matcher returns them; nothing that leaves
+:func:`scan_task` (its :class:`TaskResult`, its log records, its exceptions) holds raw
+content or a full number.
+
+Byte ranges: the engine splits only large items whose size is known. The worker of each
+range sniffs the item's first bytes: when the item is plain (no decompression or
+extraction applies) it scans ``[start, end)`` of the raw bytes, reading ``RANGE_OVERLAP``
+bytes on either side so runs straddling the range edges are judged whole by the range
+that owns their first digit. When the item needs extraction (a gzip file, later an
+archive), ranges make no sense: the worker of the range starting at 0 scans the whole item
+and the other ranges return an empty result; both say so with ``whole_item=True`` and the
+engine keeps only the former. Doing the sniff in the worker keeps the coordinator free of
+content I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from panscan.extract.budget import ExtractError, Limits, Meter
+from panscan.extract.compressed import open_streams
+from panscan.extract.sniff import MAGIC_LEN, Format, sniff
+from panscan.findings.mask import mask_text, to_finding
+from panscan.match.matcher import CHUNK_SIZE, RANGE_OVERLAP, RawHit, StreamScanner, tune_allocator
+from panscan.match.patterns import PatternSet, load_patterns
+from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
+from panscan.sources.files import SourceError, changed_since, open_file
+
+logger = logging.getLogger(__name__)
+
+#: Test-only hook: a worker whose task location contains this variable's value kills itself
+#: with SIGKILL before reading anything, so tests can pin the engine's crash handling.
+TEST_CRASH_ENV = "PANSCAN_TEST_CRASH_ON"
+
+# Reasons that mean "deliberately not read" rather than "tried and failed".
+_SKIP_REASONS = frozenset({
+    Reason.NOT_REGULAR_FILE, Reason.SYMLINK_NOT_FOLLOWED, Reason.SYMLINK_LOOP,
+    Reason.CROSSES_FILESYSTEM, Reason.EXCLUDED, Reason.UNSUPPORTED_FILE_TYPE,
+    Reason.FILE_EXCEEDS_SIZE_LIMIT, Reason.INVALID_OBJECT_STATE, Reason.RESTORE_REQUESTED,
+    Reason.JOB_PENDING, Reason.ARCHIVE_NESTING_LEVEL_OVER_LIMIT,
+    Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT, Reason.ARCHIVE_TOTAL_FILES_OVER_LIMIT,
+    Reason.ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT, Reason.TIME_CUT_OFF_REACHED,
+})
+
+# How each source's items are opened; S3 and Glacier add theirs here.
+_OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """Everything a worker needs besides the task: plain, picklable data.
+
+    The engine builds it once and hands it to each worker process, which rebuilds its
+    per-process state (patterns, resource limits) from it in :func:`prepare_process`.
+    """
+
+    key: bytes = field(repr=False)  # the fingerprint key: never printed
+    limits: Limits = field(default_factory=Limits)
+    chunk_size: int = CHUNK_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What one task produced; picklable, masked.
+
+    ``newlines_owned`` is the number of newlines in the task's byte range (0 for a whole
+    item) so the engine can turn range-relative line numbers into item line numbers.
+    ``whole_item`` is set on range tasks whose item needed extraction: the range starting
+    at 0 then carries the result of the whole item and the other ranges carry nothing.
+    """
+
+    task: Task
+    result: ItemResult
+    newlines_owned: int = 0
+    whole_item: bool = False
+
+
+def prepare_process() -> PatternSet:
+    """Per-process set-up of a worker: no core dumps (they would hold full numbers), and
+    the pattern set loaded before the first task."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    tune_allocator()
+    return load_patterns()
+
+
+@dataclass
+class _Progress:
+    """What a task found and read so far; survives an error so that findings made before
+    it are still reported."""
+
+    findings: list[Finding] = field(default_factory=list)
+    bytes_read: int = 0
+
+
+def scan_task(task: Task, ctx: WorkerContext) -> TaskResult:
+    """Scan ``task`` and return its masked result; never raises for bad input.
+
+    Source and extraction failures become the result's status and reason (``partial``
+    when some bytes were read, keeping the findings made so far); any other exception is
+    a bug and becomes ``error``/``READ_ERROR`` with only the exception's type recorded,
+    because exception text may quote content.
+    """
+    _test_crash_hook(task)
+    item = task.item
+    progress = _Progress()
+    try:
+        opener = _OPENERS.get(item.source)
+        if opener is None:
+            return TaskResult(task, ItemResult(item, Status.SKIPPED, Reason.UNSUPPORTED_FILE_TYPE,
+                                               f"no reader for source {item.source!r}"))
+        if task.is_range:
+            return _scan_range(task, ctx, opener, progress)
+        return TaskResult(task, _scan_whole(item, ctx, opener, progress))
+    except Exception as exc:  # a bug: keep what was found, drop the exception's text
+        logger.error("internal error (%s) while scanning %s", type(exc).__name__, mask_text(item.location))
+        logger.debug("where:\n%s", "".join(traceback.format_tb(exc.__traceback__)))
+        return TaskResult(task, ItemResult(item, Status.ERROR, Reason.READ_ERROR,
+                                           f"internal error ({type(exc).__name__})",
+                                           progress.bytes_read, tuple(progress.findings)))
+
+
+def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
+                progress: _Progress, raw: BinaryIO | None = None) -> ItemResult:
+    try:
+        f = raw if raw is not None else opener(item)
+    except SourceError as exc:
+        return _failed(item, exc.reason, exc.detail, progress)
+    with f:
+        meter = Meter()
+        patterns = load_patterns()
+        try:
+            for stream in open_streams(f, ctx.limits, ctx.chunk_size, meter):
+                scanner = StreamScanner(patterns)
+                try:
+                    for chunk in stream.chunks:
+                        _add(progress, scanner.feed(chunk), item, stream.member, ctx.key)
+                        progress.bytes_read = meter.bytes_in
+                finally:
+                    # Whatever was fed before a failure is still judged: findings in the
+                    # part that was read are real.
+                    _add(progress, scanner.finish(), item, stream.member, ctx.key)
+        except (ExtractError, SourceError) as exc:
+            progress.bytes_read = meter.bytes_in
+            return _failed(item, exc.reason, exc.detail, progress)
+        progress.bytes_read = meter.bytes_in
+        if changed_since(item, f):
+            return _failed(item, Reason.CHANGED_DURING_SCAN, "the file changed while it was read", progress)
+    return ItemResult(item, Status.COMPLETE, None, None, progress.bytes_read, tuple(progress.findings))
+
+
+def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
+                progress: _Progress) -> TaskResult:
+    item = task.item
+    try:
+        f = opener(item)
+    except SourceError as exc:
+        return TaskResult(task, _failed(item, exc.reason, exc.detail, progress))
+    with f:
+        head = f.read(MAGIC_LEN)
+        if sniff(head) is not Format.RAW:
+            if task.start != 0:
+                f.close()
+                return TaskResult(task, ItemResult(item, Status.COMPLETE), 0, whole_item=True)
+            f.seek(0)
+            return TaskResult(task, _scan_whole(item, ctx, opener, progress, raw=f), 0, whole_item=True)
+        size = item.size if item.size is not None else os.fstat(f.fileno()).st_size
+        start, end = task.start, task.end if task.end is not None else size
+        read_from, read_to = max(0, start - RANGE_OVERLAP), min(size, end + RANGE_OVERLAP)
+        scanner = StreamScanner(load_patterns(), base_offset=read_from, own_from=start, own_to=end)
+        f.seek(read_from)
+        pos = read_from
+        try:
+            while pos < read_to:
+                chunk = f.read(min(ctx.chunk_size, read_to - pos))
+                if not chunk:
+                    break  # the file shrank: reported as changed below
+                pos += len(chunk)
+                _add(progress, scanner.feed(chunk), item, None, ctx.key)
+                progress.bytes_read = max(0, min(pos, end) - start)
+        except OSError as exc:
+            _add(progress, scanner.finish(), item, None, ctx.key)
+            why = f"read failed: {exc.strerror or 'I/O error'}"
+            return TaskResult(task, _failed(item, Reason.READ_ERROR, why, progress))
+        _add(progress, scanner.finish(), item, None, ctx.key)
+        newlines = scanner.newlines_owned
+        if pos < read_to or changed_since(item, f):
+            return TaskResult(task, _failed(item, Reason.CHANGED_DURING_SCAN,
+                                            "the file changed while it was read", progress), newlines)
+    return TaskResult(task, ItemResult(item, Status.COMPLETE, None, None, progress.bytes_read,
+                                       tuple(progress.findings)), newlines)
+
+
+def _add(progress: _Progress, hits: list[RawHit], item: Item, member: str | None, key: bytes) -> None:
+    # The raw hits die here: only masked findings are kept.
+    progress.findings.extend(to_finding(hit, item, member, key) for hit in hits)
+
+
+def _failed(item: Item, reason: Reason, detail: str | None, progress: _Progress) -> ItemResult:
+    if progress.bytes_read > 0:
+        status = Status.PARTIAL
+    else:
+        status = Status.SKIPPED if reason in _SKIP_REASONS else Status.ERROR
+    return ItemResult(item, status, reason, mask_text(detail) if detail else None,
+                      progress.bytes_read, tuple(progress.findings))
+
+
+def _test_crash_hook(task: Task) -> None:
+    needle = os.environ.get(TEST_CRASH_ENV)
+    if needle and needle in task.item.location:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# Masking of free text: locations, member names, details and log messages.

@@ -1,0 +1,121 @@
+"""What every report writer shares: the summary record, the sink interface, the factory.
+
+Sinks receive ``ItemResult`` values whose text fields have already been masked by the
+engine (``findings.mask.mask_result``) and a :class:`Summary` at the end. They never see
+raw content. A sink writes to a text stream it does not own: the caller opens and closes
+it (``-o FILE`` is opened mode 0600 by the runner).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from panscan.model import ItemResult
+
+FORMATS = ("table", "jsonl", "csv")
+
+EXIT_MEANINGS = {
+    0: "nothing found, coverage complete",
+    1: "card data found",
+    2: "no card data found, but coverage is incomplete",
+    3: "usage or configuration error",
+}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Totals of one scan; the JSON Lines ``summary`` record.
+
+    ``items`` holds every status (zero counts included); ``reasons`` counts the items that
+    were not complete, by reason code. ``coverage_complete`` is true when every item is
+    complete and the scan was not interrupted.
+    """
+
+    items: dict[str, int]
+    reasons: dict[str, int]
+    findings: int
+    by_kind: dict[str, int]
+    by_brand: dict[str, int]
+    by_confidence: dict[str, int]
+    test_cards: int
+    bytes_scanned: int
+    duration_seconds: float
+    coverage_complete: bool
+    interrupted: bool
+    exit_status: int
+    pattern_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_items(self) -> int:
+        return sum(self.items.values())
+
+    def to_record(self) -> dict[str, Any]:
+        total = self.total_items
+        complete = self.items.get("complete", 0)
+        return {
+            "type": "summary",
+            "items": {"total": total, **self.items},
+            "reasons": dict(self.reasons),
+            "findings": {
+                "total": self.findings,
+                "by_kind": dict(self.by_kind),
+                "by_brand": dict(self.by_brand),
+                "by_confidence": dict(self.by_confidence),
+                "test_cards": self.test_cards,
+            },
+            "bytes_scanned": self.bytes_scanned,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "coverage": {
+                "complete": self.coverage_complete,
+                "items_complete_ratio": round(complete / total, 6) if total else 1.0,
+            },
+            "interrupted": self.interrupted,
+            "pattern_version": self.pattern_version,
+            "exit_status": self.exit_status,
+            **self.extra,
+        }
+
+
+class Sink(Protocol):
+    """A report writer."""
+
+    def write_item(self, result: ItemResult) -> None:
+        """Record one item and its findings (called once per item, in completion order)."""
+
+    def finish(self, summary: Summary) -> None:
+        """Write what comes at the end and flush; the stream stays open."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def display(text: str) -> str:
+    """``text`` safe for a terminal or a spreadsheet cell: bytes that were not UTF-8 and
+    control characters (a file name can hold escape sequences) become ``\\xNN``."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def open_sink(fmt: str, stream: TextIO, *, notes: TextIO | None = None) -> Sink:
+    """A sink for ``fmt`` (one of :data:`FORMATS`) writing to ``stream``.
+
+    ``notes`` is where formats without room for item and summary records (csv) write them
+    as text; ``None`` drops them.
+    """
+    from panscan.sinks.csv import CsvSink
+    from panscan.sinks.jsonl import JsonlSink
+    from panscan.sinks.table import TableSink
+
+    factories: dict[str, Callable[[], Sink]] = {
+        "table": lambda: TableSink(stream),
+        "jsonl": lambda: JsonlSink(stream),
+        "csv": lambda: CsvSink(stream, notes),
+    }
+    try:
+        return factories[fmt]()
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})") from None

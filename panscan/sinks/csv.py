@@ -1,0 +1,54 @@
+"""CSV report: one row per finding, with a header row.
+
+A CSV file holds one kind of row, so items and the summary do not go into it: the sink
+writes the items that were not completely scanned and the summary as text to ``notes``
+(the runner passes stderr), in the same form as the table report. Cells that a
+spreadsheet would run as a formula (leading ``=``, ``+``, ``-``, ``@``) get a leading
+``'``: file names are attacker-controlled text.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import TextIO
+
+from panscan.model import ItemResult
+from panscan.sinks.base import Summary, display
+from panscan.sinks.table import format_incomplete, format_summary
+
+COLUMNS = ("location", "version_id", "member", "offset", "line", "kind", "brand", "masked",
+           "fingerprint", "confidence", "test_card", "retention")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = display(str(value))
+    if text[:1] in ("=", "+", "-", "@"):
+        return "'" + text
+    return text
+
+
+class CsvSink:
+    def __init__(self, stream: TextIO, notes: TextIO | None = None) -> None:
+        self._stream = stream
+        self._notes = notes
+        self._writer = csv.writer(stream, lineterminator="\n")
+        self._writer.writerow(COLUMNS)
+        self._incomplete: list[ItemResult] = []
+
+    def write_item(self, result: ItemResult) -> None:
+        for f in result.findings:
+            record = f.to_record()
+            self._writer.writerow([_cell(record[c]) for c in COLUMNS])
+        if result.status != "complete":
+            self._incomplete.append(result)
+
+    def finish(self, summary: Summary) -> None:
+        self._stream.flush()
+        if self._notes is not None:
+            text = format_incomplete(self._incomplete) + format_summary(summary)
+            self._notes.write(text)
+            self._notes.flush()

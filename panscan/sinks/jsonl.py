@@ -1,0 +1,31 @@
+"""JSON Lines report: one object per line, schema in DESIGN.md.
+
+For each item, its ``finding`` records come first, then its ``item`` record; the
+``summary`` record is the last line. Output is ASCII (``ensure_ascii``), so names that are
+not valid UTF-8 survive as ``\\udcXX`` escapes instead of breaking the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from panscan.model import ItemResult
+from panscan.sinks.base import Summary
+
+
+class JsonlSink:
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def write_item(self, result: ItemResult) -> None:
+        for finding in result.findings:
+            self._write(finding.to_record())
+        self._write(result.to_record())
+
+    def finish(self, summary: Summary) -> None:
+        self._write(summary.to_record())
+        self._stream.flush()

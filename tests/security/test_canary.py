@@ -1,0 +1,158 @@
+"""Canary: card numbers planted in file contents and file names never reach any output.
+
+Generated Luhn-valid Visa numbers (random bodies, never real cards) are written into files,
+gzip data, file names, a FIFO's name, a symbolic link's name, a missing target, a policy
+file and a command-line value. Then every report format runs, to stdout and to ``-o``
+files, with debug logging, a worker killed mid-scan, runs that fail on purpose and an
+internal error with a traceback; no output channel, report file or key file may hold any
+planted number in plain, spaced or dashed form.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from panscan.cli import main
+from panscan.engine import runner, worker
+from panscan.engine.worker import TEST_CRASH_ENV
+from panscan.findings.mask import mask_text
+from panscan.match.luhn import check_digit
+
+RNG = random.Random()  # a fresh set of numbers each run: nothing can be special-cased
+
+
+def make_pan() -> str:
+    body = "4" + "".join(RNG.choice("0123456789") for _ in range(14))
+    return body + check_digit(body)
+
+
+PANS = [make_pan() for _ in range(14)]
+
+
+def forms(pan: str) -> list[str]:
+    groups = [pan[i:i + 4] for i in range(0, 16, 4)]
+    return [pan, " ".join(groups), "-".join(groups)]
+
+
+def masked(pan: str) -> str:
+    return pan[:6] + "******" + pan[-4:]
+
+
+def assert_clean(where: str, text: str) -> None:
+    for pan in PANS:
+        for form in forms(pan):
+            assert form not in text, f"a planted card number ({forms(pan).index(form)}) leaked into {where}"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    root.mkdir()
+    p = PANS
+    (root / "plain.txt").write_text(f"order 17 card {p[0]} exp 12/27\n")
+    (root / "spaced.log").write_text(f"line one\ncc: {forms(p[1])[1]}\n")
+    (root / "dashed.csv").write_text(f"id,card\n3,{forms(p[2])[2]}\n")
+    (root / "archive.gz").write_bytes(gzip.compress(f"visa {p[3]}\n".encode()))
+    (root / f"cust-{p[4]}.txt").write_text(f"card {p[5]}\n")
+    (root / f"{forms(p[6])[1]}.log").write_text("nothing\n")
+    (root / f"cc{p[7]}.csv").write_text("nothing\n")
+    os.mkfifo(root / f"fifo-{forms(p[8])[2]}")
+    os.symlink(root / "plain.txt", root / f"link-{p[9]}")
+    (root / f"crash-{p[10]}.txt").write_text(f"card {p[10]}\n")
+    return root
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "panscan", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state" / "panscan.db"
+    missing = str(tmp_path / f"gone-{PANS[11]}")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    seen_masked = ""
+    for fmt in ("table", "jsonl", "csv"):
+        for to_file in (False, True):
+            out = reports / f"{fmt}-{to_file}.out"
+            args = ["-v", "scan", str(tree), missing, "--format", fmt, "--state", str(state), "--workers", "2"]
+            proc = run_cli(*args, *(["-o", str(out)] if to_file else []), env={TEST_CRASH_ENV: "crash-"})
+            assert proc.returncode == 1, proc.stderr[-2000:]
+            assert_clean(f"stdout of {fmt}", proc.stdout)
+            assert_clean(f"stderr of {fmt}", proc.stderr)
+            assert "DEBUG" in proc.stderr and "WORKER_CRASHED" in proc.stderr + proc.stdout + (
+                out.read_text() if to_file else "")
+            seen_masked += proc.stdout + proc.stderr
+    for report in reports.iterdir():
+        assert_clean(f"report file {report.name}", report.read_text(errors="replace"))
+        seen_masked += report.read_text()
+    for f in state.parent.iterdir():
+        assert_clean(f"key directory file {f.name}", f.read_bytes().decode("latin-1"))
+    # The numbers were found and shown masked, in content and in names.
+    for i in (0, 1, 2, 3, 4, 5, 7):
+        assert masked(PANS[i]) in seen_masked, i
+    assert f"cust-{masked(PANS[4])}.txt" in seen_masked
+    assert f"{PANS[6][:4]} {PANS[6][4:6]}** **** {PANS[6][12:]}.log" in seen_masked
+
+
+def test_runs_that_fail_on_purpose_do_not_echo_numbers(tree: Path, tmp_path: Path) -> None:
+    bad_policy = tmp_path / "panscan.toml"
+    bad_policy.write_text(f'[retention]\ndefault_max_age = "{PANS[12]}"\n')
+    runs = [
+        run_cli("-v", "scan", str(tree), "--policy", str(tmp_path / f"{PANS[13]}.toml")),
+        run_cli("-v", "scan", str(tree), "--policy", str(bad_policy), "--no-state"),
+        run_cli("-v", "scan", str(tree), "--workers", PANS[0]),
+        run_cli("-v", "scan", f"s3://{PANS[1]}/x"),
+        run_cli("-v", "scan", str(tree), "-o", str(tmp_path / "no-such-dir" / f"{PANS[2]}.out")),
+    ]
+    for proc in runs:
+        assert proc.returncode == 3, proc.stderr
+        assert "error" in proc.stderr
+        assert_clean("stdout of a failing run", proc.stdout)
+        assert_clean("stderr of a failing run", proc.stderr)
+    assert masked(PANS[13]) in runs[0].stderr
+
+
+def test_internal_errors_and_their_tracebacks_hold_no_numbers(tree: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    def feed_that_quotes_its_input(self: object, chunk: bytes) -> list[object]:
+        raise ValueError(f"cannot parse {chunk.decode(errors='replace')}")
+
+    # Workers fork from this process, so they get the broken scanner too.
+    monkeypatch.setattr(worker.StreamScanner, "feed", feed_that_quotes_its_input)
+    code = main(["-v", "scan", str(tree), "--no-state", "--format", "jsonl", "--workers", "2"])
+    captured = capfd.readouterr()
+    assert code == 2
+    assert "internal error (ValueError)" in captured.out
+    assert "where:" in captured.err  # the debug traceback (frames only) was logged
+    assert_clean("stdout after worker exceptions", captured.out)
+    assert_clean("stderr after worker exceptions", captured.err)
+
+    def sink_that_quotes_a_number(*args: object, **kwargs: object) -> object:
+        raise RuntimeError(f"bad {PANS[0]}")
+
+    monkeypatch.setattr(runner, "open_sink", sink_that_quotes_a_number)
+    code = main(["-v", "scan", str(tree), "--no-state"])
+    captured = capfd.readouterr()
+    assert code == 2
+    assert "internal error (RuntimeError)" in captured.err
+    assert_clean("stdout after a coordinator exception", captured.out)
+    assert_clean("stderr after a coordinator exception", captured.err)
+
+
+def test_mask_text_masks_numbers_in_names_but_keeps_other_digits() -> None:
+    pan = PANS[0]
+    assert mask_text(f"/data/{pan}.csv") == f"/data/{masked(pan)}.csv"
+    assert mask_text(f"/data/x{pan}y") == f"/data/x{masked(pan)}y"
+    assert mask_text(f"/logs/{forms(pan)[2]}") == f"/logs/{pan[:4]}-{pan[4:6]}**-****-{pan[12:]}"
+    assert mask_text("/logs/2024-06-11/order-1234567890123.log") == "/logs/2024-06-11/order-1234567890123.log"
+    assert mask_text("\udcff" + pan) == "\udcff" + masked(pan)
