@@ -1,0 +1,287 @@
+"""Throughput harness: panscan beside ripgrep and a naive Python scanner, measured in one run.
+
+    python benchmarks/run.py                      # 128 MB corpora, 3 repetitions (~5 min, 2 cores)
+    python benchmarks/run.py --size 256M          # the size the goals in issue 2 are stated for
+    python benchmarks/run.py --size 32M --reps 1  # quick look
+    python benchmarks/run.py --dir /var/tmp/panscan-bench --json figures.json
+
+For each corpus (log, dense, prose; see corpus.py) it measures, after reading the file once so
+the page cache is warm:
+
+    rg       ripgrep counting runs of >= 13 digits, one thread (the ceiling)
+    naive    re.finditer(rb"[0-9]{13,19}") over the file in memory + a pure-Python Luhn per candidate
+    matcher  panscan.match.matcher.scan_chunks over the file in memory, in CHUNK_SIZE chunks
+    cli-w1   the whole `panscan scan FILE --workers 1 --no-state --format jsonl` (wall time)
+    cli-w2   the same with --workers 2
+
+and prints MB/s (median of the repetitions, with min-max spread) and the ratios the issue sets
+goals for. The matcher's and the CLI's finding counts are checked against the planted count.
+Corpora are cached in --dir (default: a temp dir removed at the end) and reused when the
+parameters match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import FORMAT_VERSION, KINDS, generate, parse_size
+
+RG_PATTERN = r"[0-9](?:[ -]?[0-9]){12,}"
+MEASUREMENTS = ("rg", "naive", "matcher", "cli-w1", "cli-w2")
+MB = 1 << 20
+# Goals from issue 2, per corpus: CLI (1 worker) / rg; and for every corpus CLI / naive >= 5,
+# workers2 / workers1 >= 1.8.
+GOAL_CLI_RG = {"log": 0.60, "dense": 0.45, "prose": 1.00}
+GOAL_CLI_NAIVE = 5.0
+GOAL_W2_W1 = 1.8
+
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+_NAIVE = re.compile(rb"[0-9]{13,19}")
+
+
+class Skip(Exception):
+    """A measurement that cannot run here (tool missing); the message says why."""
+
+
+def naive_scan(data: bytes) -> int:
+    """The baseline any design must beat: a plain regex and a Luhn loop in Python per candidate."""
+    found = 0
+    for m in _NAIVE.finditer(data):
+        total = 0
+        for i, d in enumerate(reversed(m.group())):
+            d -= 48
+            total += _DOUBLED[d] if i & 1 else d
+        if total % 10 == 0:
+            found += 1
+    return found
+
+
+def ensure_corpus(kind: str, size: int, seed: int, directory: Path) -> tuple[Path, int]:
+    path = directory / f"{kind}-{size}-s{seed}.dat"
+    meta_path = Path(str(path) + ".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if (meta.get("format_version") == FORMAT_VERSION and meta.get("size") == size
+                and meta.get("bytes") == path.stat().st_size):
+            return path, int(meta["planted"])
+    t0 = time.perf_counter()
+    planted = generate(kind, size, path, seed)
+    print(f"  generated {path.name}: {path.stat().st_size / MB:.0f} MB, {planted} planted PANs, "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path, planted
+
+
+def warm(path: Path) -> bytes:
+    """Read the file (page cache warm for rg and the CLI) and keep it for the in-memory runs."""
+    return path.read_bytes()
+
+
+def panscan_command() -> list[str]:
+    script = Path(sys.executable).parent / "panscan"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("panscan")
+    return [found] if found else [sys.executable, "-m", "panscan"]
+
+
+def measure_rg(path: Path, data: bytes) -> tuple[float, int]:
+    rg = shutil.which("rg")
+    if rg is None:
+        raise Skip("ripgrep (rg) not installed; apt-get install ripgrep or cargo install ripgrep")
+    t0 = time.perf_counter()
+    out = subprocess.run([rg, "-a", "-j1", "--count-matches", RG_PATTERN, str(path)],
+                         capture_output=True, check=False)
+    elapsed = time.perf_counter() - t0
+    if out.returncode not in (0, 1):
+        raise Skip(f"rg failed: {out.stderr.decode(errors='replace').strip()}")
+    return elapsed, int(out.stdout.strip() or 0)
+
+
+def measure_naive(path: Path, data: bytes) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = naive_scan(data)
+    return time.perf_counter() - t0, n
+
+
+def measure_matcher(path: Path, data: bytes) -> tuple[float, int]:
+    try:
+        from panscan.match.matcher import CHUNK_SIZE, scan_chunks
+        from panscan.match.patterns import load_patterns
+    except ImportError as exc:
+        raise Skip(f"panscan matcher not importable: {exc}") from None
+    patterns = load_patterns()  # parsed once, outside the timing, as a worker does at start
+    view = memoryview(data)
+
+    def chunks() -> Any:
+        for i in range(0, len(data), CHUNK_SIZE):
+            yield bytes(view[i:i + CHUNK_SIZE])
+
+    t0 = time.perf_counter()
+    n = sum(1 for hit in scan_chunks(chunks(), patterns) if hit.kind == "pan")
+    return time.perf_counter() - t0, n
+
+
+def measure_cli(workers: int, out_dir: Path) -> Callable[[Path, bytes], tuple[float, int]]:
+    def run(path: Path, data: bytes) -> tuple[float, int]:
+        out = out_dir / f"cli-w{workers}.jsonl"
+        cmd = [*panscan_command(), "scan", str(path), "--workers", str(workers), "--no-state",
+               "--format", "jsonl", "-o", str(out)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, check=False, cwd=out_dir)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 1:  # PANs are planted: 1 is the only right answer
+            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+            raise Skip(f"panscan exited {proc.returncode} (expected 1): {' | '.join(tail)}")
+        if not out.exists():
+            raise Skip(f"panscan wrote no {out.name}: {proc.stderr.decode(errors='replace')[-300:]!r}")
+        findings = 0
+        with open(out, "rb") as fh:
+            for line in fh:
+                record = json.loads(line)
+                findings += record.get("type") == "finding" and record.get("kind") == "pan"
+        out.unlink()
+        return elapsed, findings
+    return run
+
+
+def fmt_rate(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if "skipped" in r:
+        return "skipped"
+    return f"{r['mbps']:8.1f} ({r['min_mbps']:.0f}-{r['max_mbps']:.0f})"
+
+
+def ratio(results: dict[str, Any], a: str, b: str) -> float | None:
+    ra, rb = results.get(a), results.get(b)
+    if not ra or not rb or "mbps" not in ra or "mbps" not in rb:
+        return None
+    return float(ra["mbps"] / rb["mbps"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    ap.add_argument("--size", type=parse_size, default=parse_size("128M"),
+                    help="corpus size, e.g. 32M, 128M (default), 256M")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (default 3)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated corpora (default all)")
+    ap.add_argument("--skip", default="", help=f"comma-separated measurements to skip: {MEASUREMENTS}")
+    ap.add_argument("--dir", type=Path, help="keep corpora here and reuse them (default: temp dir)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                    help="also write the figures as JSON to FILE (or stdout when no FILE)")
+    args = ap.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    skip = {s for s in args.skip.split(",") if s}
+    if bad := [k for k in kinds if k not in KINDS] + [s for s in skip if s not in MEASUREMENTS]:
+        ap.error(f"unknown corpus or measurement: {', '.join(bad)}")
+
+    tmp = None
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        directory = args.dir
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="panscan-bench-")
+        directory = Path(tmp.name)
+    out_dir = Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+    report: dict[str, Any] = {"size": args.size, "reps": args.reps, "cpus": os.cpu_count(),
+                              "python": sys.version.split()[0], "corpora": {}}
+    problems: list[str] = []
+    try:
+        for kind in kinds:
+            path, planted = ensure_corpus(kind, args.size, args.seed, directory)
+            data = warm(path)
+            mb = len(data) / MB
+            print(f"{kind}: {mb:.0f} MB, {planted} planted PANs", file=sys.stderr)
+            runs: dict[str, Callable[[Path, bytes], tuple[float, int]]] = {
+                "rg": measure_rg, "naive": measure_naive, "matcher": measure_matcher,
+                "cli-w1": measure_cli(1, out_dir), "cli-w2": measure_cli(2, out_dir),
+            }
+            results: dict[str, Any] = {}
+            for name, fn in runs.items():
+                if name in skip:
+                    continue
+                times, count = [], 0
+                try:
+                    for _ in range(args.reps):
+                        elapsed, count = fn(path, data)
+                        times.append(elapsed)
+                except Skip as why:
+                    results[name] = {"skipped": str(why)}
+                    print(f"  {name:8} skipped: {why}", file=sys.stderr)
+                    continue
+                med = statistics.median(times)
+                results[name] = {"seconds": times, "mbps": mb / med, "min_mbps": mb / max(times),
+                                 "max_mbps": mb / min(times), "count": count}
+                print(f"  {name:8} {mb / med:8.1f} MB/s  (count {count})", file=sys.stderr)
+                if name in ("matcher", "cli-w1", "cli-w2") and count != planted:
+                    msg = (f"!!! {kind}/{name}: found {count} PANs, planted {planted} "
+                           f"({count - planted:+d})")
+                    problems.append(msg)
+                    print(msg, file=sys.stderr)
+            report["corpora"][kind] = {"bytes": len(data), "planted": planted, "results": results}
+            del data
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if tmp is not None:
+            tmp.cleanup()
+
+    print_table(report)
+    report["problems"] = problems
+    if problems:
+        print("\n" + "\n".join(problems))
+        print("!!! COUNT MISMATCH: the figures above are for a matcher that is not correct on this corpus")
+    if args.json:
+        text = json.dumps(report, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 1 if problems else 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\npanscan benchmark: {report['size'] / MB:.0f} MB per corpus, median of {report['reps']} "
+          f"(min-max), {report['cpus']} CPUs, Python {report['python']}\n")
+    head = f"{'corpus':7} " + " ".join(f"{m:>20}" for m in MEASUREMENTS)
+    print(head + "   MB/s")
+    for kind, c in report["corpora"].items():
+        print(f"{kind:7} " + " ".join(f"{fmt_rate(c['results'].get(m)):>20}" for m in MEASUREMENTS))
+    print(f"\n{'corpus':7} {'matcher/rg':>11} {'CLI/rg':>16} {'CLI/naive':>16} {'w2/w1':>16}")
+    for kind, c in report["corpora"].items():
+        r = c["results"]
+        cells = []
+        c["ratios"] = {}
+        for name, value, goal in (("matcher/rg", ratio(r, "matcher", "rg"), None),
+                                  ("cli/rg", ratio(r, "cli-w1", "rg"), GOAL_CLI_RG[kind]),
+                                  ("cli/naive", ratio(r, "cli-w1", "naive"), GOAL_CLI_NAIVE),
+                                  ("w2/w1", ratio(r, "cli-w2", "cli-w1"), GOAL_W2_W1)):
+            c["ratios"][name] = value
+            if value is None:
+                cells.append("-")
+            elif goal is None:
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(f"{value:.2f} {'ok' if value >= goal else 'MISS'} {goal:g}")
+        print(f"{kind:7} {cells[0]:>11} {cells[1]:>16} {cells[2]:>16} {cells[3]:>16}")
+    print("\nGoals (issue 2, at 256 MB): CLI/rg >= 0.60 log, 0.45 dense, 1.00 prose; "
+          "CLI/naive >= 5; w2/w1 >= 1.8.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
