@@ -10,8 +10,6 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 from panscan.model import ItemResult
 
 
@@ -29,6 +27,8 @@ class Progress:
         self.bytes = 0
         self._bars: list[Any] = []
         if enabled:
+            from tqdm import tqdm  # only for a terminal: keeps start-up short for scripted runs
+
             self._items_bar = tqdm(desc="items", unit=" items", file=self._stream, position=0,
                                    dynamic_ncols=True, leave=False)
             self._bytes_bar = tqdm(desc="bytes", unit="B", unit_scale=True, unit_divisor=1024,

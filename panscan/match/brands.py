@@ -10,10 +10,12 @@ import bisect
 import itertools
 import tomllib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
+
+if TYPE_CHECKING:  # numpy.typing costs ~60 ms of start-up; annotations only need it here
+    import numpy.typing as npt
 
 PREFIX_DIGITS = 8
 MIN_LENGTH, MAX_LENGTH = 12, 19

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 import regex
 
 from panscan.match.luhn import DOUBLED
@@ -55,8 +54,11 @@ MAX_CARRY = 64 * 1024
 RANGE_OVERLAP = MAX_CARRY + 4096
 CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3)})
 
-_U8 = npt.NDArray[np.uint8]
-_I64 = npt.NDArray[np.int64]
+if TYPE_CHECKING:  # numpy.typing costs ~60 ms of start-up; annotations only need it here
+    import numpy.typing as npt
+
+    _U8 = npt.NDArray[np.uint8]
+    _I64 = npt.NDArray[np.int64]
 
 _IS_LETTER = np.zeros(256, dtype=bool)
 _IS_LETTER[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", np.uint8)] = True
