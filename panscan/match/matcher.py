@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import regex
 
-from panscan.match.luhn import DOUBLED
+from panscan.match.luhn import DOUBLED, luhn_valid
 from panscan.match.patterns import PatternSet, load_patterns
 from panscan.model import Confidence, Kind
 
@@ -66,6 +66,8 @@ _DOUBLED_U8 = np.array(DOUBLED, dtype=np.uint8)
 _POW10 = (10 ** np.arange(7, -1, -1)).astype(np.int64)
 _COLS = np.arange(MAX_DIGITS, dtype=np.int64)
 _GROUP_START = regex.compile(rb"(?<![0-9])[0-9]")
+_GROUP = regex.compile(rb"[0-9]+")
+_RUN = regex.compile(rb"[0-9]+(?:[ \-][0-9]+)*")
 _TRACK1_TAIL = regex.compile(rb"\^[^^\x00-\x1f]{2,26}\^[0-9]{4}")
 _TRACK2_TAIL = regex.compile(rb"=[0-9]{4}")
 # Digits become "0" and separators vanish: a cheap over-approximation of "has a run of >= 13
@@ -371,6 +373,8 @@ def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHi
     anything, spans = _locate(data)
     if not anything:
         return []
+    if spans is not None and not (region.head_continues or region.tail_open):
+        return _scan_spans(data, view, region, spans, patterns)
     a = np.frombuffer(data, dtype=np.uint8)
     g = _candidate_groups(a, spans)
     if g is None:
@@ -421,6 +425,47 @@ def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHi
                         patterns.table.brands[brand[i]], bool(touch_before[i]), patterns)
         if hit is not None:
             hits.append(hit)
+    return hits
+
+
+def _scan_spans(data: bytes, view: _View, region: _Region, spans: list[tuple[int, int]],
+                patterns: PatternSet) -> list[RawHit]:
+    """The same rules as the vectorised path, run by run, for the few spans of a sparse buffer.
+
+    A handful of short spans costs less in plain Python than in a dozen numpy calls each.
+    """
+    hits = []
+    n = len(data)
+    table = patterns.table
+    for span_lo, span_hi in spans:
+        for run in _RUN.finditer(data, span_lo, span_hi):
+            start, end = run.span()
+            if not region.lo <= view.to_buf(start) < region.hi:
+                continue
+            groups = [g.span() for g in _GROUP.finditer(data, start, end)]
+            before = data[start - 1] if start > 0 else 0
+            letter_before = _IS_LETTER[before]
+            letter_after = end < n and _IS_LETTER[data[end]]
+            for i, (g_start, _) in enumerate(groups):
+                if i == 0 and letter_before and before != ord("B"):
+                    continue  # only "%B" of track 1 may touch the first group
+                count = 0
+                for j in range(i, len(groups)):
+                    count += groups[j][1] - groups[j][0]
+                    if count > MAX_DIGITS or (letter_after and j == len(groups) - 1):
+                        break
+                    if count < MIN_DIGITS:
+                        continue
+                    w_end = groups[j][1]
+                    digits = data[g_start:w_end].translate(None, b" -").decode("ascii")
+                    brand = table.lookup(digits)
+                    if brand is None or not luhn_valid(digits):
+                        continue
+                    sizes = tuple(e - s for s, e in groups[i:j + 1])
+                    hit = _make_hit(data, view, g_start, w_end, sizes, brand, bool(i == 0 and letter_before),
+                                    patterns)
+                    if hit is not None:
+                        hits.append(hit)
     return hits
 
 

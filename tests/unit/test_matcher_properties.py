@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from cards import make_pan, spaced
+import pytest
+from cards import PATHS, forced_path, make_pan, spaced
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pan_reference import reference_hits
@@ -56,23 +57,27 @@ def as_tuples(hits):  # type: ignore[no-untyped-def]
             for h in hits]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(corpus, st.lists(st.integers(1, 700), min_size=1, max_size=8))
-def test_chunked_scan_equals_whole_buffer_scan(data: bytes, sizes: list[int]) -> None:
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=corpus, sizes=st.lists(st.integers(1, 700), min_size=1, max_size=8))
+def test_chunked_scan_equals_whole_buffer_scan(path: str, data: bytes, sizes: list[int]) -> None:
     chunks, i, k = [], 0, 0
     while i < len(data):
         n = sizes[k % len(sizes)]
         chunks.append(data[i:i + n])
         i, k = i + n, k + 1
-    assert as_tuples(scan_chunks(chunks, PATTERNS)) == as_tuples(scan_bytes(data, PATTERNS))
+    with forced_path(path):
+        assert as_tuples(scan_chunks(chunks, PATTERNS)) == as_tuples(scan_bytes(data, PATTERNS))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(corpus)
-def test_whole_buffer_scan_agrees_with_reference_rules(data: bytes) -> None:
+@pytest.mark.parametrize("path", PATHS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=corpus)
+def test_whole_buffer_scan_agrees_with_reference_rules(path: str, data: bytes) -> None:
     if b"\x00" in data:
         data = data.replace(b"\x00", b".")  # the reference models raw text only
-    got = [(h.offset, h.digits, str(h.kind), h.brand) for h in scan_bytes(data, PATTERNS)]
+    with forced_path(path):
+        got = [(h.offset, h.digits, str(h.kind), h.brand) for h in scan_bytes(data, PATTERNS)]
     assert got == reference_hits(data, PATTERNS)
 
 
