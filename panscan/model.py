@@ -7,7 +7,7 @@ record that does, ``match.matcher.RawHit``, never leaves a worker.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -111,11 +111,15 @@ class Finding:
     retention: str | None = None
 
     def to_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"type": "finding"}
-        record.update(asdict(self))
-        record["kind"] = str(self.kind)
-        record["confidence"] = str(self.confidence)
-        return record
+        # Field by field: dataclasses.asdict deep-copies and costs more than the scan itself
+        # when a file holds thousands of findings.
+        return {
+            "type": "finding", "location": self.location, "version_id": self.version_id,
+            "is_latest": self.is_latest, "member": self.member, "offset": self.offset, "line": self.line,
+            "kind": str(self.kind), "brand": self.brand, "masked": self.masked,
+            "fingerprint": self.fingerprint, "confidence": str(self.confidence),
+            "test_card": self.test_card, "retention": self.retention,
+        }
 
 
 @dataclass(frozen=True, slots=True)

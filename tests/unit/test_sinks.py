@@ -113,3 +113,16 @@ def test_display_escapes_terminal_control_characters_and_undecodable_bytes() -> 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         open_sink("xml", io.StringIO())
+
+
+def test_finding_record_carries_every_finding_field() -> None:
+    from dataclasses import fields
+
+    from panscan.model import Confidence, Finding, Kind
+
+    finding = Finding("f", None, None, None, 1, 1, Kind.PAN, "Visa", "411111******1111", "ab",
+                      Confidence.HIGH, True, None)
+    record = finding.to_record()
+    assert record["type"] == "finding"
+    assert set(record) - {"type"} == {f.name for f in fields(Finding)}
+    assert record["kind"] == "pan" and record["confidence"] == "high"
