@@ -98,7 +98,7 @@ class RawHit:
 # --------------------------------------------------------------------------------------------
 # Prefilter: where in a buffer could a candidate be?
 
-SPARSE_LIMIT = 256  # prefilter matches per buffer beyond which the whole buffer is vectorised
+SPARSE_LIMIT = 64  # prefilter matches per buffer beyond which the whole buffer is vectorised
 _Spans = list[tuple[int, int]] | None  # None: look at the whole buffer
 _RUN_TEXT = b"0123456789 -"
 
@@ -231,16 +231,25 @@ def _digits_in_long_stretches(a: _U8) -> npt.NDArray[np.bool_]:
     Logs are full of short numbers (dates, IPs, hex ids); dropping them with a few shifted
     boolean passes is cheaper than carrying every one of them through the group arrays.
     """
+    n = len(a)
     isd = (a - np.uint8(48)) < 10
-    stretch = isd | (a == 32) | (a == 45)
-    if len(a) < MIN_DIGITS:
+    if n < MIN_DIGITS:
         return isd & False
-    for shift in (1, 2, 4, 5):  # erosion: stretch[p] = all of bytes p .. p+12 (1+2+4 covers 8, +5 covers 13)
-        stretch[:-shift] &= stretch[shift:]
-    stretch[len(a) - MIN_DIGITS + 1:] = False
+    cur = isd | (a == 32)
+    cur |= a == 45
+    nxt = np.empty_like(cur)
+    # Ping-pong between two buffers: in-place shifted operands would make numpy copy them.
+    for shift in (1, 2, 4, 5):  # erosion: cur[p] = all of bytes p .. p+12 (1+2+4 covers 8, +5 covers 13)
+        np.logical_and(cur[:-shift], cur[shift:], out=nxt[:-shift])
+        nxt[-shift:] = False
+        cur, nxt = nxt, cur
+    cur[n - MIN_DIGITS + 1:] = False
     for shift in (1, 2, 4, 8):  # dilation back over p .. p+15: covers every byte of such a stretch
-        stretch[shift:] |= stretch[:-shift]
-    return np.asarray(isd & stretch)
+        nxt[:shift] = cur[:shift]
+        np.logical_or(cur[shift:], cur[:-shift], out=nxt[shift:])
+        cur, nxt = nxt, cur
+    isd &= cur
+    return isd
 
 
 def _group_edges(a: _U8, offset: int, whole_stretch: bool = False) -> tuple[_I64, _I64]:
@@ -324,7 +333,6 @@ def _window_digits(a: _U8, g: _Groups, first: _I64, last: _I64, count: _I64,
                    width: int = MAX_DIGITS) -> _U8:
     """The first ``width`` digit values of each window, left-aligned (zeros beyond its end)."""
     cols = _COLS[:width]
-    inside = cols[None, :] < count[:, None]
     pos = g.start[first][:, None] + cols[None, :]
     multi = np.flatnonzero(first != last)
     if len(multi):  # windows spanning groups: map the k-th digit to its group
@@ -332,6 +340,9 @@ def _window_digits(a: _U8, g: _Groups, first: _I64, last: _I64, count: _I64,
         target = cum[first[multi]][:, None] + cols[None, :]
         grp = np.clip(np.searchsorted(cum, target, side="right") - 1, 0, len(g.start) - 1)
         pos[multi] = g.start[grp] + (target - cum[grp])
+    if width <= MIN_DIGITS:  # every window has at least this many digits: no padding needed
+        return np.asarray(a[pos] - np.uint8(48))
+    inside = cols[None, :] < count[:, None]
     pos = np.minimum(pos, len(a) - 1)
     return np.where(inside, a[pos] - np.uint8(48), np.uint8(0))
 
