@@ -10,8 +10,8 @@ Byte ranges: the engine splits only large items whose size is known. The worker 
 range sniffs the item's first bytes: when the item is plain (no decompression or
 extraction applies) it scans ``[start, end)`` of the raw bytes, reading ``RANGE_OVERLAP``
 bytes on either side so runs straddling the range edges are judged whole by the range
-that owns their first digit. When the item needs extraction (a gzip file, later an
-archive), ranges make no sense: the worker of the range starting at 0 scans the whole item
+that owns their first digit. When the item needs extraction (a gzip file, an archive, a
+document), ranges make no sense: the worker of the range starting at 0 scans the whole item
 and the other ranges return an empty result; both say so with ``whole_item=True`` and the
 engine keeps only the former. Doing the sniff in the worker keeps the coordinator free of
 content I/O.
@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from panscan.extract.budget import ExtractError, Limits, Meter
-from panscan.extract.compressed import open_streams
-from panscan.extract.sniff import MAGIC_LEN, Format, sniff
+from panscan.extract.budget import ITEM_WIDE_REASONS, ExtractError, Limits, Meter
+from panscan.extract.expand import Problem, open_streams
+from panscan.extract.sniff import MAGIC_LEN, sniff
 from panscan.findings.mask import mask_text, to_finding
 from panscan.match.matcher import CHUNK_SIZE, RANGE_OVERLAP, RawHit, StreamScanner, tune_allocator
 from panscan.match.patterns import PatternSet, load_patterns
@@ -139,24 +139,46 @@ def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryI
     with f:
         meter = Meter()
         patterns = load_patterns()
+        problems: list[Problem] = []
         try:
-            for stream in open_streams(f, ctx.limits, ctx.chunk_size, meter):
+            for out in open_streams(f, ctx.limits, ctx.chunk_size, meter):
+                if isinstance(out, Problem):
+                    # A branch stopped; the others are still scanned (the framework
+                    # decides which problems end the whole item).
+                    problems.append(out)
+                    continue
                 scanner = StreamScanner(patterns)
                 try:
-                    for chunk in stream.chunks:
-                        _add(progress, scanner.feed(chunk), item, stream.member, ctx.key)
+                    for chunk in out.chunks:
+                        _add(progress, scanner.feed(chunk), item, out.member, ctx.key, out.where)
                         progress.bytes_read = meter.bytes_in
                 finally:
                     # Whatever was fed before a failure is still judged: findings in the
                     # part that was read are real.
-                    _add(progress, scanner.finish(), item, stream.member, ctx.key)
+                    _add(progress, scanner.finish(), item, out.member, ctx.key, out.where)
         except (ExtractError, SourceError) as exc:
             progress.bytes_read = meter.bytes_in
             return _failed(item, exc.reason, exc.detail, progress)
         progress.bytes_read = meter.bytes_in
         if changed_since(item, f):
             return _failed(item, Reason.CHANGED_DURING_SCAN, "the file changed while it was read", progress)
+    if problems:
+        first = _first_problem(problems)
+        return _failed(item, first.reason, _describe(first, len(problems)), progress)
     return ItemResult(item, Status.COMPLETE, None, None, progress.bytes_read, tuple(progress.findings))
+
+
+def _first_problem(problems: list[Problem]) -> Problem:
+    """The problem an item is reported with: the first one that ended the whole item's
+    extraction (an item-wide budget) if any, else the first met. The others are counted
+    in the detail; the reason should name what cost the most coverage."""
+    return next((p for p in problems if p.reason in ITEM_WIDE_REASONS), problems[0])
+
+
+def _describe(problem: Problem, count: int) -> str:
+    where = f"{problem.member}: " if problem.member else ""
+    more = f" (+{count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    return f"{where}{problem.detail}{more}"
 
 
 def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
@@ -168,7 +190,7 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
         return TaskResult(task, _failed(item, exc.reason, exc.detail, progress))
     with f:
         head = f.read(MAGIC_LEN)
-        if sniff(head) is not Format.RAW:
+        if sniff(head).is_container:
             if task.start != 0:
                 f.close()
                 return TaskResult(task, ItemResult(item, Status.COMPLETE), 0, whole_item=True)
@@ -201,9 +223,13 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
                                        tuple(progress.findings)), newlines)
 
 
-def _add(progress: _Progress, hits: list[RawHit], item: Item, member: str | None, key: bytes) -> None:
+def _add(progress: _Progress, hits: list[RawHit], item: Item, member: str | None, key: bytes,
+         where: Callable[[int], str | None] | None = None) -> None:
     # The raw hits die here: only masked findings are kept.
-    progress.findings.extend(to_finding(hit, item, member, key) for hit in hits)
+    for hit in hits:
+        suffix = where(hit.offset) if where is not None else None
+        at = member if suffix is None else f"{member or ''}{suffix}"
+        progress.findings.append(to_finding(hit, item, at, key))
 
 
 def _failed(item: Item, reason: Reason, detail: str | None, progress: _Progress) -> ItemResult:

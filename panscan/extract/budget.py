@@ -3,13 +3,14 @@
 ``Limits`` is the frozen, picklable configuration (built by the config loader from
 ``[limits]`` in ``panscan.toml``, or left at its safe defaults). ``Meter`` is the mutable,
 per-item accounting an extractor updates as it reads and produces bytes; the worker creates
-one per item, passes it to :func:`panscan.extract.sniff.open_streams`, and afterwards reads
+one per item, passes it to :func:`panscan.extract.expand.open_streams`, and afterwards reads
 ``bytes_in`` (raw bytes consumed from the item: its ``bytes_scanned``) and ``bytes_expanded``.
 
 An extractor that hits a limit, or that meets data it cannot decode, raises
 :class:`ExtractError` from its chunk iterator *after* yielding everything it produced before
-that point, so the caller scans what was read and records the item as ``partial`` with the
-error's ``reason``.
+that point; the expansion framework turns it into a ``Problem`` for that branch (or, for
+the per-item budgets in :data:`ITEM_WIDE_REASONS`, for everything after it), so the caller
+scans what was read and records the item as ``partial`` with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from panscan.model import Reason
 #: highly compressible files (a page of zeros, a sparse log) are legitimate, and the
 #: ratio of a few kilobytes says nothing about a bomb.
 RATIO_GRACE_BYTES = 16 * 2**20
+
+
+#: Reasons that exhaust the whole item's budget: once one is raised, nothing more of the
+#: item is extracted (other reasons stop only the branch they arose in).
+ITEM_WIDE_REASONS = frozenset({
+    Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
+    Reason.ARCHIVE_TOTAL_FILES_OVER_LIMIT,
+    Reason.TIME_CUT_OFF_REACHED,
+    Reason.READ_ERROR,  # the item itself failed to read: every branch reads from it
+})
 
 
 class ExtractError(Exception):
@@ -42,10 +53,16 @@ class ExtractError(Exception):
 class Limits:
     """How much work extracting one item may take.
 
-    ``max_archive_depth`` and ``max_members`` apply to archives (a later issue); the others
-    apply to every item. ``max_ratio`` compares bytes a decompressor actually produced with
-    the compressed bytes read for it (headers declaring sizes are never trusted) and is
-    checked only after :data:`RATIO_GRACE_BYTES` have been produced.
+    ``max_archive_depth``: how many containers (compressed layers included: a ``.tar.gz``
+    is two) may enclose a stream. ``max_expanded_bytes``: bytes produced per item by
+    decompressors and container handlers (zip members, document text; tar members and raw
+    bytes are slices of their input and are not counted). ``max_members``: parts (archive
+    members, document parts) per item. ``max_ratio`` compares bytes a decoder or handler
+    actually produced with the bytes read for it (headers declaring sizes are never
+    trusted) and is checked only after :data:`RATIO_GRACE_BYTES` have been produced.
+    ``max_spool_bytes``: how much of a non-seekable container (a zip inside a tar.gz, a
+    decompressed PDF) may be held in memory at once to give its parser random access;
+    nothing is ever spooled to disk.
     ``max_decoder_memory`` caps what one decoder may allocate (an xz header may ask for a
     dictionary of gigabytes). ``max_item_seconds`` is wall time from the moment the item's
     streams are opened, including the time the caller spends between chunks.
@@ -57,6 +74,7 @@ class Limits:
     max_ratio: float = 1000.0
     max_item_seconds: float = 3600.0
     max_decoder_memory: int = 256 * 2**20
+    max_spool_bytes: int = 256 * 2**20
 
 
 @dataclass
@@ -77,6 +95,21 @@ class Meter:
         """Start the item's clock, unless the caller already did."""
         if self.deadline is None:
             self.deadline = time.monotonic() + limits.max_item_seconds
+
+    def fit(self, out: bytes, limits: Limits) -> bytes:
+        """The part of freshly produced ``out`` that fits ``max_expanded_bytes``, counted in
+        ``bytes_expanded``. When it is shorter than ``out`` the caller yields it and then
+        raises :meth:`over_expanded` (so exactly the limit is produced)."""
+        allowed = max(0, limits.max_expanded_bytes - self.bytes_expanded)
+        if len(out) > allowed:
+            out = out[:allowed]
+        self.bytes_expanded += len(out)
+        return out
+
+    @staticmethod
+    def over_expanded(limits: Limits) -> ExtractError:
+        return ExtractError(Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
+                            f"extracted more than {limits.max_expanded_bytes} bytes")
 
     def check_time(self) -> None:
         """Raise ``TIME_CUT_OFF_REACHED`` once the deadline has passed."""

@@ -1,39 +1,31 @@
-"""Byte streams from an item's raw bytes: gzip, bzip2 and xz decompressed, anything else as is.
+"""Decompressing one compressed stream: gzip, bzip2, xz and zstd, within the item's limits.
 
-Usage by a worker::
-
-    meter = Meter()
-    try:
-        for stream in open_streams(raw, limits, chunk_size, meter=meter):
-            for chunk in stream.chunks:
-                ...                      # scan chunk
-    except ExtractError as e:
-        ...                              # item is partial: e.reason, e.detail
-    bytes_scanned = meter.bytes_in       # raw bytes consumed from the item
+:func:`decoded_chunks` turns a compressed byte source into its decompressed chunks; the
+expansion framework (:mod:`panscan.extract.expand`, whose :func:`open_streams` this module
+re-exports for older callers) sniffs the result again, so a ``.tar.gz`` or a gzip of a zip
+is unpacked in turn.
 
 What callers may rely on:
 
-* The format is decided by magic bytes only (:mod:`panscan.extract.sniff`). A compressed
-  item yields one :class:`Stream` of decompressed chunks; anything else yields one
-  :class:`Stream` of its raw bytes. ``member`` is ``None`` for both (archives come later).
-* Every chunk is non-empty ``bytes`` of at most ``chunk_size`` bytes; raw chunks are exactly
-  ``chunk_size`` except the last. Memory is bounded by a few ``chunk_size`` buffers plus the
-  decoder's own state (capped by ``Limits.max_decoder_memory`` for xz), whatever the input:
-  every decompressor call is limited to ``chunk_size`` bytes of output.
-* Concatenated gzip members, bzip2 streams and xz streams are decoded one after another
-  into the same stream; NUL padding between or after them is ignored (as gzip and xz do).
-* ``open_streams`` and the chunk iterators raise only :class:`ExtractError`, and only after
-  yielding everything decoded before the problem: truncated, corrupt, or trailing non-padding
-  data after a compressed stream -> ``MALFORMED_FILE``; more than ``max_expanded_bytes``
-  produced -> ``ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT`` (exactly ``max_expanded_bytes``
-  are yielded first); ratio over ``max_ratio`` -> ``ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT``;
-  an xz stream demanding more than ``max_decoder_memory`` ->
+* Every chunk is non-empty ``bytes`` of at most ``chunk_size`` bytes. Memory is bounded by
+  a few ``chunk_size`` buffers plus the decoder's own state (capped by
+  ``Limits.max_decoder_memory`` for xz and zstd), whatever the input: every decompressor
+  call is limited to ``chunk_size`` bytes of output.
+* Concatenated gzip members, bzip2 streams, xz streams and zstd frames are decoded one
+  after another into the same stream; NUL padding between or after gzip/bzip2/xz members
+  is ignored (as gzip and xz do).
+* The chunk iterators raise only :class:`ExtractError`, and only after yielding everything
+  decoded before the problem: truncated, corrupt, or trailing non-padding data after a
+  compressed stream -> ``MALFORMED_FILE`` (a zstd stream cut at a frame's end cannot be
+  told from a complete one and is not reported); more than ``max_expanded_bytes`` produced
+  for the item -> ``ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT`` (exactly up to the limit is
+  yielded first); ratio over ``max_ratio`` -> ``ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT``; an
+  xz or zstd stream demanding more than ``max_decoder_memory`` ->
   ``ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT``; ``max_item_seconds`` passed ->
-  ``TIME_CUT_OFF_REACHED``; the raw file failing to read -> ``READ_ERROR``.
-* ``meter.bytes_in`` counts raw bytes read from ``raw`` (read ahead in ``chunk_size``
-  blocks, so it may run ahead of what a decoder has consumed); ``meter.bytes_expanded``
-  counts decompressed bytes yielded. The compression ratio compares the two for one
-  decompressed stream, so read-ahead can only make it look lower, never trip it early.
+  ``TIME_CUT_OFF_REACHED``; whatever ``read`` raises is passed on.
+* ``meter.bytes_expanded`` counts decompressed bytes yielded. The compression ratio
+  compares what one stream produced with what it read through ``read`` (which may read
+  ahead), so read-ahead can only make it look lower, never trip it early.
 """
 
 from __future__ import annotations
@@ -42,52 +34,42 @@ import bz2
 import lzma
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
+
+import zstandard
 
 from panscan.extract.budget import RATIO_GRACE_BYTES, ExtractError, Limits, Meter
-from panscan.extract.sniff import MAGIC_LEN, MEMBER_MAGIC, Format, sniff
+from panscan.extract.sniff import MEMBER_MAGIC, Format
 from panscan.model import Reason
 
-__all__ = ["ExtractError", "Limits", "Meter", "Stream", "open_streams"]
+if TYPE_CHECKING:  # re-exported lazily (expand imports this module)
+    from panscan.extract.expand import Problem, Stream, open_streams
+
+__all__ = ["DECODED_FORMATS", "ExtractError", "Limits", "Meter", "Problem", "Stream",
+           "decoded_chunks", "open_streams", "read_full"]
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 
+#: The formats :func:`decoded_chunks` decodes.
+DECODED_FORMATS = frozenset({Format.GZIP, Format.BZIP2, Format.XZ, Format.ZSTD})
 
-@dataclass(frozen=True)
-class Stream:
-    """One byte stream to scan: ``member`` is its path inside containers (``None`` for the
-    item itself); ``chunks`` yields its bytes in order, and may raise ``ExtractError``."""
-
-    member: str | None
-    chunks: Iterator[bytes]
+#: ``read(n)``: up to ``n`` bytes (at least one unless at the end, where it returns b"").
+Read = Callable[[int], bytes]
 
 
-def open_streams(
-    raw: BinaryIO,
-    limits: Limits,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    meter: Meter | None = None,
-) -> Iterator[Stream]:
-    """The streams inside ``raw`` (read from its current position to its end).
+def __getattr__(name: str) -> object:
+    # open_streams, Stream and Problem lived here before archives existed; they are
+    # re-exported lazily because the framework that defines them imports this module.
+    if name in ("open_streams", "Stream", "Problem"):
+        from panscan.extract import expand
 
-    Pass a :class:`Meter` to learn how many raw bytes were consumed; its clock starts here
-    unless already started. Streams must be consumed in order (each reads ``raw`` lazily).
-    """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be positive")
-    meter = meter if meter is not None else Meter()
-    meter.start(limits)
-    head = _read_full(raw, MAGIC_LEN, meter)
-    fmt = sniff(head)
-    if fmt is Format.RAW:
-        yield Stream(None, _raw_chunks(raw, head, meter, chunk_size))
-    else:
-        yield Stream(None, _decoded_chunks(raw, head, fmt, limits, meter, chunk_size))
+        return getattr(expand, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _read_full(raw: BinaryIO, n: int, meter: Meter) -> bytes:
-    """Up to ``n`` bytes, fewer only at end of file (pipes and sockets return short reads)."""
+def read_full(raw: BinaryIO, n: int, meter: Meter) -> bytes:
+    """Up to ``n`` bytes, fewer only at end of file (pipes and sockets return short reads);
+    counted in ``meter.bytes_in``. A failing read raises ``READ_ERROR``."""
     if n <= 0:
         return b""
     parts: list[bytes] = []
@@ -105,22 +87,6 @@ def _read_full(raw: BinaryIO, n: int, meter: Meter) -> bytes:
         raise ExtractError(Reason.READ_ERROR, f"read failed: {e.strerror or e}") from None
     meter.bytes_in += got
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _raw_chunks(raw: BinaryIO, head: bytes, meter: Meter, chunk_size: int) -> Iterator[bytes]:
-    buf = head
-    while len(buf) > chunk_size:  # only when chunk_size is smaller than the sniffed head
-        yield buf[:chunk_size]
-        buf = buf[chunk_size:]
-    while True:
-        meter.check_time()
-        data = _read_full(raw, chunk_size - len(buf), meter)
-        chunk = buf + data if buf else data
-        buf = b""
-        if chunk:
-            yield chunk
-        if len(chunk) < chunk_size:
-            return
 
 
 class _Decoder(Protocol):
@@ -175,21 +141,29 @@ def _decoder_factory(fmt: Format, limits: Limits) -> Callable[[], _Decoder]:
     raise AssertionError(f"no decoder for {fmt}")
 
 
+def decoded_chunks(read: Read, fmt: Format, limits: Limits, meter: Meter, chunk_size: int,
+                   head: bytes = b"") -> Iterator[bytes]:
+    """The decompressed bytes of the ``fmt`` stream whose first bytes are ``head`` and
+    whose remaining bytes come from ``read``."""
+    if fmt is Format.ZSTD:
+        return _zstd_chunks(read, limits, meter, chunk_size, head)
+    return _decoded_chunks(read, head, fmt, limits, meter, chunk_size)
+
+
 def _decoded_chunks(
-    raw: BinaryIO, head: bytes, fmt: Format, limits: Limits, meter: Meter, chunk_size: int
+    read: Read, head: bytes, fmt: Format, limits: Limits, meter: Meter, chunk_size: int
 ) -> Iterator[bytes]:
     new_decoder = _decoder_factory(fmt, limits)
     magic = MEMBER_MAGIC[fmt]
     decoder = new_decoder()
     data = head
-    consumed = len(head)  # raw bytes read for this stream (ratio denominator)
+    consumed = len(head)  # compressed bytes read for this stream (ratio denominator)
     produced = 0
     while True:
         meter.check_time()
         if decoder.eof:
-            before = meter.bytes_in
-            rest = _next_member(raw, decoder.unused_data, len(magic), meter, chunk_size)
-            consumed += meter.bytes_in - before
+            rest, more = _next_member(read, decoder.unused_data, len(magic), chunk_size)
+            consumed += more
             if not rest:
                 return
             if not rest.startswith(magic):
@@ -197,7 +171,7 @@ def _decoded_chunks(
             decoder = new_decoder()
             data = rest
         elif decoder.needs_input and not data:
-            data = _read_full(raw, chunk_size, meter)
+            data = read(chunk_size)
             consumed += len(data)
             if not data:
                 raise ExtractError(Reason.MALFORMED_FILE, f"{fmt} data ends early (truncated)")
@@ -216,33 +190,89 @@ def _decoded_chunks(
         data = b""
         if not out:
             continue
-        allowed = limits.max_expanded_bytes - meter.bytes_expanded
-        if len(out) > allowed:
-            if allowed > 0:
-                meter.bytes_expanded += allowed
-                yield out[:allowed]
-            raise ExtractError(
-                Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
-                f"decompressed more than {limits.max_expanded_bytes} bytes",
-            )
-        meter.bytes_expanded += len(out)
-        produced += len(out)
-        yield out
-        if produced > RATIO_GRACE_BYTES and produced > limits.max_ratio * consumed:
-            raise ExtractError(
-                Reason.ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT,
-                f"{fmt} data expanded {produced // max(consumed, 1)}:1 "
-                f"(limit {limits.max_ratio:g}:1) after {produced} bytes",
-            )
+        fit = meter.fit(out, limits)
+        if fit:
+            produced += len(fit)
+            yield fit
+        if len(fit) < len(out):
+            raise meter.over_expanded(limits)
+        check_ratio(produced, consumed, limits, fmt)
 
 
-def _next_member(raw: BinaryIO, rest: bytes, magic_len: int, meter: Meter, chunk_size: int) -> bytes:
-    """What follows a finished member: empty at a clean end (NUL padding skipped), else at
-    least ``magic_len`` bytes (or all that is left) for the caller to test."""
+def check_ratio(produced: int, consumed: int, limits: Limits, what: str) -> None:
+    """Raise ``ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT`` when ``produced`` bytes made from
+    ``consumed`` exceed ``max_ratio`` (judged only past :data:`RATIO_GRACE_BYTES`)."""
+    if produced > RATIO_GRACE_BYTES and produced > limits.max_ratio * consumed:
+        raise ExtractError(
+            Reason.ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT,
+            f"{what} data expanded {produced // max(consumed, 1)}:1 "
+            f"(limit {limits.max_ratio:g}:1) after {produced} bytes",
+        )
+
+
+def _next_member(read: Read, rest: bytes, magic_len: int, chunk_size: int) -> tuple[bytes, int]:
+    """What follows a finished member, and how many bytes were read for it: empty at a
+    clean end (NUL padding skipped), else at least ``magic_len`` bytes (or all that is
+    left) for the caller to test."""
     rest = rest.lstrip(b"\0")
+    got = 0
     while len(rest) < magic_len:
-        more = _read_full(raw, chunk_size, meter)
+        more = read(chunk_size)
         if not more:
             break
+        got += len(more)
         rest = (rest + more).lstrip(b"\0")
-    return rest
+    return rest, got
+
+
+class _CountingSource:
+    """``read`` behind the file interface zstandard's stream reader wants, counting bytes."""
+
+    def __init__(self, read: Read, head: bytes) -> None:
+        self._read = read
+        self._head = head
+        self.consumed = len(head)
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        data = self._read(n if n > 0 else 1 << 16)
+        self.consumed += len(data)
+        return data
+
+
+def _zstd_chunks(read: Read, limits: Limits, meter: Meter, chunk_size: int, head: bytes) -> Iterator[bytes]:
+    source = _CountingSource(read, head)
+    # max_window_size bounds the decoder's memory the way memlimit does for xz; the stream
+    # reader's read(n) returns at most n bytes, so one call never produces a bomb's worth.
+    reader = zstandard.ZstdDecompressor(max_window_size=_zstd_window(limits)).stream_reader(
+        cast(BinaryIO, source), read_size=min(chunk_size, 1 << 17), read_across_frames=True, closefd=False)
+    produced = 0
+    while True:
+        meter.check_time()
+        try:
+            out = reader.read(chunk_size)
+        except zstandard.ZstdError as e:
+            if "memory" in str(e).lower() or "window" in str(e).lower():
+                raise ExtractError(
+                    Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
+                    f"zstd data needs more than {limits.max_decoder_memory} bytes of decoder memory",
+                ) from None
+            raise ExtractError(Reason.MALFORMED_FILE, f"corrupt zstd data: {e}") from None
+        if not out:
+            if produced == 0 and source.consumed <= len(MEMBER_MAGIC[Format.ZSTD]) + 1:
+                raise ExtractError(Reason.MALFORMED_FILE, "zstd data ends early (truncated)")
+            return
+        fit = meter.fit(out, limits)
+        if fit:
+            produced += len(fit)
+            yield fit
+        if len(fit) < len(out):
+            raise meter.over_expanded(limits)
+        check_ratio(produced, source.consumed, limits, "zstd")
+
+
+def _zstd_window(limits: Limits) -> int:
+    # zstandard accepts only powers of two from 1 KiB (ZSTD_WINDOWLOG_MIN 10) upwards.
+    return 1 << max(10, limits.max_decoder_memory.bit_length() - 1)

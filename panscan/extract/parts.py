@@ -46,17 +46,29 @@ Handler = Callable[[BinaryIO, Limits], Iterator[Part]]
 
 
 def text_chunks(pieces: Iterator[str], chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """UTF-8 chunks of at most about ``chunk_size`` bytes from a stream of text pieces."""
+    """UTF-8 chunks of at most about ``chunk_size`` bytes from a stream of text pieces.
+
+    If ``pieces`` raises, the text gathered so far is yielded first, then the error propagates.
+    """
     buf: list[bytes] = []
     size = 0
-    for piece in pieces:
-        data = piece.encode("utf-8", "surrogatepass")
-        if not data:
-            continue
-        buf.append(data)
-        size += len(data)
-        if size >= chunk_size:
+    try:
+        for piece in pieces:
+            data = piece.encode("utf-8", "surrogatepass")
+            if not data:
+                continue
+            buf.append(data)
+            size += len(data)
+            if size >= chunk_size:
+                yield b"".join(buf)
+                buf, size = [], 0
+    except GeneratorExit:
+        raise  # the consumer stopped reading: nothing more to hand over
+    except Exception:
+        # A limit or a malformed container: the text gathered so far is real and is still
+        # scanned before the error travels on.
+        if buf:
             yield b"".join(buf)
-            buf, size = [], 0
+        raise
     if buf:
         yield b"".join(buf)
