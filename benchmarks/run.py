@@ -4,6 +4,7 @@
     python benchmarks/run.py --size 256M          # the size the goals in issue 2 are stated for
     python benchmarks/run.py --size 32M --reps 1  # quick look
     python benchmarks/run.py --dir /var/tmp/panscan-bench --json figures.json
+    python benchmarks/run.py --containers         # container corpus (gz, zip, docx, xlsx, pdf), ~3 min
 
 For each corpus (log, dense, prose; see corpus.py) it measures, after reading the file once so
 the page cache is warm:
@@ -18,6 +19,12 @@ and prints MB/s (median of the repetitions, with min-max spread) and the ratios 
 goals for. The matcher's and the CLI's finding counts are checked against the planted count.
 Corpora are cached in --dir (default: a temp dir removed at the end) and reused when the
 parameters match.
+
+--containers measures `panscan scan FILE --workers 1` on the container corpus instead
+(containers.py: a gzip of logs, a zip of CSVs, a docx, an xlsx and a PDF, with numbers planted
+the hard way), once per container by default (--reps), at the text size of
+containers.DEFAULT_SIZES unless --size is given. It prints MB/s of the container file and of
+the text inside it, and checks the finding count against the planted count.
 """
 
 from __future__ import annotations
@@ -205,17 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    ap.add_argument("--size", type=parse_size, default=parse_size("128M"),
-                    help="corpus size, e.g. 32M, 128M (default), 256M")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement (default 3)")
-    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated corpora (default all)")
+    ap.add_argument("--size", type=parse_size,
+                    help="corpus size, e.g. 32M, 128M (default), 256M; with --containers the text size "
+                         "of every container (default: per kind, 64M for most)")
+    ap.add_argument("--reps", type=int, help="repetitions per measurement (default 3; 1 with --containers)")
+    ap.add_argument("--kinds", help="comma-separated corpora (default all; with --containers: "
+                                    "gz,zip,docx,xlsx,pdf)")
+    ap.add_argument("--containers", action="store_true",
+                    help="benchmark the container corpus (archives, documents) instead")
     ap.add_argument("--skip", default="", help=f"comma-separated measurements to skip: {MEASUREMENTS}")
     ap.add_argument("--dir", type=Path, help="keep corpora here and reuse them (default: temp dir)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="also write the figures as JSON to FILE (or stdout when no FILE)")
     args = ap.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
+    if args.containers:
+        return run_containers(ap, args)
+    args.size = args.size or parse_size("128M")
+    args.reps = args.reps or 3
+    kinds = [k for k in (args.kinds or ",".join(KINDS)).split(",") if k]
     skip = {s for s in args.skip.split(",") if s}
     if bad := [k for k in kinds if k not in KINDS] + [s for s in skip if s not in MEASUREMENTS]:
         ap.error(f"unknown corpus or measurement: {', '.join(bad)}")
@@ -320,6 +335,106 @@ def print_table(report: dict[str, Any]) -> None:
               "less that start-up.")
     print("\nGoals (issue 2, at 256 MB): CLI/rg >= 0.60 log, 0.45 dense, 1.00 prose; "
           "CLI/naive >= 5; w2/w1 >= 1.8.")
+
+
+# --------------------------------------------------------------------------------------------
+# Containers.
+
+def measure_container(path: Path, out_dir: Path) -> tuple[float, int, str]:
+    """Wall time of `panscan scan FILE --workers 1`, its PAN findings, and the item's status
+    (with its reason when not complete: a partial read makes the figure meaningless)."""
+    out = out_dir / "containers.jsonl"
+    cmd = [*panscan_command(), "scan", str(path), "--workers", "1", "--no-state", "--format", "jsonl",
+           "-o", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, check=False, cwd=out_dir)
+    elapsed = time.perf_counter() - t0
+    if not out.exists():
+        raise Skip(f"panscan exited {proc.returncode} and wrote no report: "
+                   f"{proc.stderr.decode(errors='replace')[-300:]!r}")
+    findings, status = 0, "?"
+    with open(out, "rb") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if record.get("type") == "finding":
+                findings += record.get("kind") == "pan"
+            elif record.get("type") == "item":
+                status = record["status"] + (f" {record['reason']}" if record.get("reason") else "")
+    out.unlink()
+    return elapsed, findings, status
+
+
+def run_containers(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from containers import DEFAULT_SIZES
+    from containers import KINDS as CONTAINER_KINDS
+    from containers import ensure as ensure_container
+
+    kinds = [k for k in (args.kinds or ",".join(CONTAINER_KINDS)).split(",") if k]
+    if bad := [k for k in kinds if k not in CONTAINER_KINDS]:
+        ap.error(f"unknown container kind: {', '.join(bad)}")
+    reps = args.reps or 1
+    tmp = None
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        directory = args.dir
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="panscan-bench-")
+        directory = Path(tmp.name)
+    out_dir = Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+    report: dict[str, Any] = {"reps": reps, "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                              "containers": {}}
+    problems: list[str] = []
+    try:
+        for kind in kinds:
+            path, meta = ensure_container(kind, args.size or DEFAULT_SIZES[kind], args.seed, directory)
+            warm(path)
+            times, count, status = [], 0, "?"
+            try:
+                for _ in range(reps):
+                    elapsed, count, status = measure_container(path, out_dir)
+                    times.append(elapsed)
+            except Skip as why:
+                report["containers"][kind] = {**meta, "skipped": str(why)}
+                print(f"  {kind:5} skipped: {why}", file=sys.stderr)
+                continue
+            med = statistics.median(times)
+            entry = {**meta, "seconds": times, "found": count, "status": status,
+                     "mbps_container": meta["bytes"] / MB / med, "mbps_text": meta["text_bytes"] / MB / med}
+            report["containers"][kind] = entry
+            print(f"  {kind:5} {entry['mbps_container']:7.1f} MB/s container, {entry['mbps_text']:7.1f} MB/s "
+                  f"text, found {count} of {meta['planted']}, {status}", file=sys.stderr)
+            if count != meta["planted"] or status != "complete":
+                msg = f"!!! {kind}: found {count} PANs, planted {meta['planted']}; item {status}"
+                problems.append(msg)
+                print(msg, file=sys.stderr)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if tmp is not None:
+            tmp.cleanup()
+
+    print(f"\npanscan container benchmark: `panscan scan FILE --workers 1`, median of {reps}, "
+          f"{report['cpus']} CPUs, Python {report['python']}\n")
+    print(f"{'type':5} {'container MB':>12} {'text MB':>8} {'planted':>8} {'found':>6} {'seconds':>8} "
+          f"{'MB/s container':>15} {'MB/s text':>10}  item")
+    for kind, c in report["containers"].items():
+        if "skipped" in c:
+            print(f"{kind:5} {c['bytes'] / MB:12.1f} {c['text_bytes'] / MB:8.1f} {c['planted']:8} skipped: "
+                  f"{c['skipped']}")
+            continue
+        print(f"{kind:5} {c['bytes'] / MB:12.1f} {c['text_bytes'] / MB:8.1f} {c['planted']:8} {c['found']:6} "
+              f"{statistics.median(c['seconds']):8.2f} {c['mbps_container']:15.1f} {c['mbps_text']:10.1f}  "
+              f"{c['status']}")
+    report["problems"] = problems
+    if problems:
+        print("\n" + "\n".join(problems))
+        print("!!! COUNT MISMATCH or incomplete item: those figures are not for a correct scan")
+    if args.json:
+        text = json.dumps(report, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
