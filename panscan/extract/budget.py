@@ -16,6 +16,7 @@ scans what was read and records the item as ``partial`` with the reason.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from panscan.model import Reason
@@ -115,3 +116,37 @@ class Meter:
         """Raise ``TIME_CUT_OFF_REACHED`` once the deadline has passed."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise ExtractError(Reason.TIME_CUT_OFF_REACHED, "item time limit reached")
+
+
+class OutputBudget:
+    """Bytes one handler may still produce (``Limits.max_expanded_bytes``), for handlers that
+    decode their parts themselves (PDF, e-mail) and must stop on their own when called
+    directly; the framework's meter counts the same bytes again for the whole item."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.left = limit
+        self.exhausted = False
+        self._what = what
+
+    def check(self) -> None:
+        if self.exhausted:
+            raise self._error()
+
+    def _error(self) -> ExtractError:
+        return ExtractError(
+            Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
+            f"{self._what} produced more than {self.limit} bytes of text and attachments",
+        )
+
+    def take(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """``chunks`` up to the budget; past it, the part of the chunk that fits, then the error."""
+        for chunk in chunks:
+            if len(chunk) > self.left:
+                if self.left:
+                    yield chunk[: self.left]
+                self.left = 0
+                self.exhausted = True
+                raise self._error()
+            self.left -= len(chunk)
+            yield chunk

@@ -57,7 +57,7 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import BinaryIO
 
-from panscan.extract.budget import ExtractError, Limits
+from panscan.extract.budget import ExtractError, Limits, OutputBudget
 from panscan.extract.parts import Part, text_chunks
 from panscan.model import Reason
 
@@ -94,37 +94,6 @@ class _Trouble:
             shown = "; ".join(what for _, what in self.problems[:5])
             more = f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else ""
             raise ExtractError(self.problems[0][0], f"{shown}{more}")
-
-
-class _Budget:
-    """Bytes this file may still produce (``Limits.max_expanded_bytes``)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.left = limit
-        self.exhausted = False
-
-    def check(self) -> None:
-        if self.exhausted:
-            raise self._error()
-
-    def _error(self) -> ExtractError:
-        return ExtractError(
-            Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
-            f"mail produced more than {self.limit} bytes of text and attachments",
-        )
-
-    def take(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """``chunks`` up to the budget; past it, the part of the chunk that fits, then the error."""
-        for chunk in chunks:
-            if len(chunk) > self.left:
-                if self.left:
-                    yield chunk[: self.left]
-                self.left = 0
-                self.exhausted = True
-                raise self._error()
-            self.left -= len(chunk)
-            yield chunk
 
 
 def mail_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
@@ -173,7 +142,7 @@ class _MailReader:
     def __init__(self, f: BinaryIO, limits: Limits) -> None:
         self.f = f
         self.limits = limits
-        self.budget = _Budget(limits.max_expanded_bytes)
+        self.budget = OutputBudget(limits.max_expanded_bytes, "mail")
         self.trouble = _Trouble()
 
     # -- whole messages ------------------------------------------------------------------

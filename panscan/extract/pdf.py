@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from panscan.extract.budget import ExtractError, Limits
+from panscan.extract.budget import ExtractError, Limits, OutputBudget
 from panscan.extract.parts import Part, text_chunks
 from panscan.model import Reason
 
@@ -93,37 +93,6 @@ class _Trouble:
             raise ExtractError(Reason.MALFORMED_FILE, f"PDF parts could not be read: {shown}{more}")
 
 
-class _Budget:
-    """Bytes this document may still produce (``Limits.max_expanded_bytes``)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.left = limit
-        self.exhausted = False
-
-    def check(self) -> None:
-        if self.exhausted:
-            raise self._error()
-
-    def _error(self) -> ExtractError:
-        return ExtractError(
-            Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
-            f"PDF produced more than {self.limit} bytes of text and attachments",
-        )
-
-    def take(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """``chunks`` up to the budget; past it, the part of the chunk that fits, then the error."""
-        for chunk in chunks:
-            if len(chunk) > self.left:
-                if self.left:
-                    yield chunk[: self.left]
-                self.left = 0
-                self.exhausted = True
-                raise self._error()
-            self.left -= len(chunk)
-            yield chunk
-
-
 def pdf_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
     """The parts of the PDF read from ``f`` (seekable, positioned at its first byte)."""
     _silence_pypdf()  # again: something may have reconfigured logging since import
@@ -147,7 +116,7 @@ def pdf_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
         raise ExtractError(Reason.MALFORMED_FILE, f"not a readable PDF ({type(e).__name__})") from None
 
     trouble = _Trouble()
-    budget = _Budget(limits.max_expanded_bytes)
+    budget = OutputBudget(limits.max_expanded_bytes, "PDF")
 
     for name, pieces in (("metadata", _metadata_text), ("form fields", _form_text)):
         try:
