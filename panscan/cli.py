@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scan files and directories (mounted volumes included) for card numbers and track data.",
         epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     scan.add_argument("targets", nargs="+", metavar="TARGET",
-                      help="a file or directory (s3:// and glacier:// targets come in a later version)")
+                      help="a file or directory, s3://bucket[/prefix] (every version of every object "
+                           "under it) or s3:// (every bucket the credentials can list); glacier:// "
+                           "targets come in a later version")
     out = scan.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS + PLANNED_FORMATS, default="table",
                      help="report format: table (default; summary, findings, incomplete items), jsonl "
@@ -129,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip paths matching GLOB (repeatable; reported as EXCLUDED)")
     walk.add_argument("--follow-symlinks", action="store_true",
                       help="follow symbolic links (default: report them as SYMLINK_NOT_FOLLOWED)")
+    walk.add_argument("--latest-only", action="store_true",
+                      help="S3: scan current object versions only (default: every version)")
+    walk.add_argument("--endpoint-url", metavar="URL",
+                      help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
+                           "or the AWS configuration)")
 
     perf = scan.add_argument_group("performance")
     perf.add_argument("--workers", type=_worker_count, metavar="N",
@@ -138,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     planned = scan.add_argument_group("not available yet", "accepted for compatibility with DESIGN.md; "
                                       "using them is a usage error (exit 3) in this version")
-    for flag in ("--latest-only", "--retrieve", "--volumes", "--include-root"):
+    for flag in ("--retrieve", "--volumes", "--include-root"):
         planned.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    for flag in ("--restore", "--evidence", "--scheduler", "--endpoint-url"):
+    for flag in ("--restore", "--evidence", "--scheduler"):
         planned.add_argument(flag, metavar="VALUE", help=argparse.SUPPRESS)
     planned.add_argument("--engine", choices=("local", "dask"), default="local",
                          help="only 'local' is available")
@@ -163,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _unavailable(args: argparse.Namespace) -> str | None:
-    for name in ("latest_only", "retrieve", "volumes", "include_root", "restore", "evidence",
-                 "scheduler", "endpoint_url"):
+    for name in ("retrieve", "volumes", "include_root", "restore", "evidence", "scheduler"):
         if getattr(args, name):
             return "--" + name.replace("_", "-")
     if args.engine != "local":
@@ -250,7 +256,7 @@ def _scan(args: argparse.Namespace) -> int:
     opts = ScanOptions(
         targets=tuple(args.targets), fmt=args.format, output=args.output, workers=args.workers,
         policy=policy, state=args.state, no_state=args.no_state, excludes=tuple(args.exclude),
-        follow_symlinks=args.follow_symlinks,
+        follow_symlinks=args.follow_symlinks, latest_only=args.latest_only, endpoint_url=args.endpoint_url,
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
     )
     return run_scan(opts)

@@ -48,8 +48,8 @@ RANGE_SIZE = 32 * 2**20
 PREFETCH = 8
 #: Most bytes of tasks waiting at one worker behind the one it is scanning.
 PREFETCH_BYTES = 8 * 2**20
-# Sources whose items can be read from an offset.
-_RANGED_SOURCES = frozenset({"file"})
+# Sources whose items can be read from an offset (S3: Range GETs on the same version).
+_RANGED_SOURCES = frozenset({"file", "s3"})
 # How often the coordinator looks at its interrupt flag while waiting for workers.
 _POLL_SECONDS = 0.2
 # Workers that die between tasks (not attributable to an item) are replaced; this many

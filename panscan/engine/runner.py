@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -37,7 +38,7 @@ from panscan.engine.worker import WorkerContext
 from panscan.findings.mask import load_or_create_key, mask_result
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
-from panscan.model import ItemResult, Status
+from panscan.model import Item, ItemResult, Status
 from panscan.sinks.base import Summary, open_sink
 from panscan.sources.files import WalkOptions, enumerate_files
 
@@ -56,7 +57,9 @@ class ScanOptions:
 
     ``state`` is the state database path: the fingerprint key lives in its directory (the
     database itself comes with a later issue). ``None`` means the default state directory,
-    ``no_state`` a temporary key directory removed when the scan ends.
+    ``no_state`` a temporary key directory removed when the scan ends. ``latest_only``
+    restricts S3 targets to current versions; ``endpoint_url`` replaces the AWS endpoint for
+    this scan (coordinator and workers alike).
     """
 
     targets: tuple[str, ...]
@@ -70,6 +73,8 @@ class ScanOptions:
     follow_symlinks: bool = False
     one_filesystem: bool = True
     chunk_size: int = CHUNK_SIZE
+    latest_only: bool = False
+    endpoint_url: str | None = None
     split_threshold: int = SPLIT_THRESHOLD
     range_size: int = RANGE_SIZE
 
@@ -99,9 +104,72 @@ def check_targets(targets: tuple[str, ...]) -> None:
     """Reject targets this version cannot scan (exit 3 before any work)."""
     for target in targets:
         scheme, sep, _ = target.partition("://")
-        if sep and scheme.isidentifier():
+        if scheme == "s3-inventory" and sep:
+            from panscan.sources.s3_inventory import parse_inventory_url
+
+            try:
+                parse_inventory_url(target)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            continue
+        if sep and scheme.isidentifier() and scheme != "s3":
             # Only the scheme is echoed: the rest of a target is a name that may hold a number.
-            raise UsageError(f"{scheme}:// targets are not supported yet; this version scans local paths")
+            raise UsageError(f"{scheme}:// targets are not supported yet; this version scans local paths, "
+                             "s3:// and s3-inventory:// targets")
+
+
+def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions,
+                      latest_only: bool = False) -> Iterator[Item | ItemResult]:
+    """The records of every target, in the order given; runs of consecutive local paths and
+    of consecutive ``s3://`` targets are each listed by their source, and an
+    ``s3-inventory://`` target takes its listing from the S3 Inventory report it names."""
+    # The S3 modules are imported only when a target needs them: boto3 and botocore add
+    # ~0.15 s to the start-up of every local scan otherwise.
+    for kind, group in groupby(targets, key=_target_kind):
+        run = tuple(group)
+        if kind == "s3":
+            from panscan.sources.s3 import S3Options, enumerate_s3
+
+            yield from enumerate_s3(run, S3Options(latest_only=latest_only, excludes=walk.excludes))
+        elif kind == "inventory":
+            from panscan.sources.aws import client
+            from panscan.sources.s3_inventory import enumerate_inventory
+
+            for manifest in run:
+                yield from enumerate_inventory(manifest, client, latest_only=latest_only,
+                                               excludes=walk.excludes)
+        else:
+            yield from enumerate_files(run, walk)
+
+
+def _target_kind(target: str) -> str:
+    if target.startswith("s3://"):
+        return "s3"
+    if target.startswith("s3-inventory://"):
+        return "inventory"
+    return "path"
+
+
+@contextlib.contextmanager
+def aws_endpoint(url: str | None) -> Iterator[None]:
+    """``AWS_ENDPOINT_URL`` set to ``url`` (when given) for the duration of the scan.
+
+    The environment is how the endpoint reaches the workers: they are forked after this is
+    set and botocore reads the variable when each of them builds its client. It is restored
+    afterwards so an in-process caller (tests) is left as it was.
+    """
+    if url is None:
+        yield
+        return
+    previous = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = previous
 
 
 @contextlib.contextmanager
@@ -171,7 +239,8 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     check_targets(opts.targets)
     started, t0 = datetime.now(UTC), time.monotonic()
     tally = Tally()
-    with key_directory(opts.state, opts.no_state) as key_dir, open_report(opts.output, stdout) as out:
+    with key_directory(opts.state, opts.no_state) as key_dir, open_report(opts.output, stdout) as out, \
+            aws_endpoint(opts.endpoint_url):
         try:
             key = load_or_create_key(key_dir)
         except (OSError, ValueError) as exc:
@@ -188,7 +257,7 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             try:
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
-                    for result in engine.run(enumerate_files(opts.targets, walk)):
+                    for result in engine.run(enumerate_targets(opts.targets, walk, opts.latest_only)):
                         masked = mask_result(result)
                         tally.add(masked)
                         sink.write_item(masked)

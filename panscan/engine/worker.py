@@ -53,8 +53,40 @@ _SKIP_REASONS = frozenset({
     Reason.ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT, Reason.TIME_CUT_OFF_REACHED,
 })
 
-# How each source's items are opened; S3 and Glacier add theirs here.
-_OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file}
+def _open_s3(item: Item) -> BinaryIO:
+    # Imported on first use: boto3 and botocore cost ~0.15 s of start-up to local scans.
+    from panscan.sources.s3 import open_s3
+
+    return open_s3(item)
+
+
+def _s3_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
+    from panscan.sources.s3 import version_changed
+
+    return version_changed(item, f)
+
+
+# How each source's items are opened; Glacier adds its own here.
+_OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file, "s3": _open_s3}
+
+
+def _file_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
+    if changed_since(item, f):
+        return Reason.CHANGED_DURING_SCAN, "the file changed while it was read"
+    return None
+
+
+# After an item was read: did it change underneath the reader? Each source knows what
+# "changed" means for it (a local file's size, mtime or inode; an unversioned S3 object's
+# ETag); a source without an entry cannot change (S3 versions, Glacier archives).
+_CHANGE_CHECKS: dict[str, Callable[[Item, BinaryIO], tuple[Reason, str] | None]] = {
+    "file": _file_changed, "s3": _s3_changed,
+}
+
+
+def _changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
+    check = _CHANGE_CHECKS.get(item.source)
+    return check(item, f) if check is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +192,9 @@ def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryI
             progress.bytes_read = meter.bytes_in
             return _failed(item, exc.reason, exc.detail, progress)
         progress.bytes_read = meter.bytes_in
-        if changed_since(item, f):
-            return _failed(item, Reason.CHANGED_DURING_SCAN, "the file changed while it was read", progress)
+        changed = _changed(item, f)
+        if changed is not None:
+            return _failed(item, *changed, progress)
     if problems:
         first = _first_problem(problems)
         return _failed(item, first.reason, _describe(first, len(problems)), progress)
@@ -213,12 +246,17 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
         except OSError as exc:
             _add(progress, scanner.finish(), item, None, ctx.key)
             why = f"read failed: {exc.strerror or 'I/O error'}"
-            return TaskResult(task, _failed(item, Reason.READ_ERROR, why, progress))
+            # An S3 read knows why it failed (a version gone, an overwrite, a refusal).
+            known = getattr(exc, "reason", None)
+            reason = known if isinstance(known, Reason) else Reason.READ_ERROR
+            return TaskResult(task, _failed(item, reason, why, progress))
         _add(progress, scanner.finish(), item, None, ctx.key)
         newlines = scanner.newlines_owned
-        if pos < read_to or changed_since(item, f):
-            return TaskResult(task, _failed(item, Reason.CHANGED_DURING_SCAN,
-                                            "the file changed while it was read", progress), newlines)
+        changed = _changed(item, f)
+        if changed is None and pos < read_to:
+            changed = Reason.CHANGED_DURING_SCAN, "the file changed while it was read"
+        if changed is not None:
+            return TaskResult(task, _failed(item, *changed, progress), newlines)
     return TaskResult(task, ItemResult(item, Status.COMPLETE, None, None, progress.bytes_read,
                                        tuple(progress.findings)), newlines)
 

@@ -104,10 +104,10 @@ def test_missing_target_is_an_item_error_exit_2(tmp_path: Path, capsys: pytest.C
     ["scan", "x", "--bogus"],
     ["scan", "x", "--chunk-size", "1"],
     ["frobnicate"],
-    ["scan", "s3://bucket/prefix"],
+    ["scan", "s3://bucket", "--restore", "bulk"],
     ["scan", "glacier://vault"],
     ["scan", "x", "--engine", "dask"],
-    ["scan", "x", "--latest-only"],
+    ["scan", "x", "--retrieve"],
     ["scan", "x", "--format", "html"],
     ["scan", "x", "--state", "s.db", "--no-state"],
 ])
@@ -118,8 +118,8 @@ def test_usage_errors_exit_3(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_not_supported_targets_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scan", "s3://bucket"]) == 3
-    assert "s3:// targets are not supported yet" in capsys.readouterr().err
+    assert main(["scan", "glacier://vault"]) == 3
+    assert "glacier:// targets are not supported yet" in capsys.readouterr().err
 
 
 def test_help_exits_0_and_describes_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

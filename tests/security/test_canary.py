@@ -110,7 +110,7 @@ def test_runs_that_fail_on_purpose_do_not_echo_numbers(tree: Path, tmp_path: Pat
         run_cli("-v", "scan", str(tree), "--policy", str(tmp_path / f"{PANS[13]}.toml")),
         run_cli("-v", "scan", str(tree), "--policy", str(bad_policy), "--no-state"),
         run_cli("-v", "scan", str(tree), "--workers", PANS[0]),
-        run_cli("-v", "scan", f"s3://{PANS[1]}/x"),
+        run_cli("-v", "scan", f"glacier://{PANS[1]}/x"),
         run_cli("-v", "scan", str(tree), "-o", str(tmp_path / "no-such-dir" / f"{PANS[2]}.out")),
     ]
     for proc in runs:
@@ -119,6 +119,13 @@ def test_runs_that_fail_on_purpose_do_not_echo_numbers(tree: Path, tmp_path: Pat
         assert_clean("stdout of a failing run", proc.stdout)
         assert_clean("stderr of a failing run", proc.stderr)
     assert masked(PANS[13]) in runs[0].stderr
+    # A bucket named like a card number that cannot be listed (the conftest's dead endpoint):
+    # an error item, reported masked.
+    unreachable = run_cli("-v", "scan", f"s3://{PANS[1]}/x", "--format", "jsonl", "--no-state")
+    assert unreachable.returncode == 2, unreachable.stderr
+    assert_clean("stdout of a failing s3 run", unreachable.stdout)
+    assert_clean("stderr of a failing s3 run", unreachable.stderr)
+    assert masked(PANS[1]) in unreachable.stdout
 
 
 def test_internal_errors_and_their_tracebacks_hold_no_numbers(tree: Path, tmp_path: Path,

@@ -1,0 +1,394 @@
+"""Amazon S3: every version of every object as an ``Item``, and one version opened as a file.
+
+What callers may rely on:
+
+* :func:`enumerate_s3` is a lazy generator over ``s3://bucket[/prefix]`` targets (and
+  ``s3://`` alone: every bucket ListBuckets returns, each listed in its own region). It
+  lists with ListObjectVersions, page by page, so it holds one page at a time. Every
+  version is one record, including versions hidden behind a delete marker and the
+  ``null`` version of objects written before versioning was enabled; delete markers
+  themselves hold no data and produce no record. With ``latest_only`` only current
+  versions are kept (a key whose current version is a delete marker yields nothing).
+* Items have location ``s3://bucket/key``, source ``"s3"``, and the listing's version id,
+  is-latest flag, size, last-modified time (POSIX seconds), storage class and ETag.
+* Versions in GLACIER or DEEP_ARCHIVE are never read (no GetObject is sent): each is an
+  ``ItemResult`` ``skipped``/``INVALID_OBJECT_STATE`` carrying its size and age.
+  INTELLIGENT_TIERING versions are listed as readable, because a listing does not say
+  whether they sit in an archive tier; one that does fails its GetObject with
+  InvalidObjectState, which becomes the same reason.
+* A target that cannot be listed (AccessDenied, NoSuchBucket, an unreachable endpoint)
+  becomes one ``error`` ``ItemResult`` for ``s3://bucket[/prefix]`` (``PERMISSION_DENIED``,
+  ``NOT_FOUND``, ``READ_ERROR``) and the other targets are still listed. Records already
+  yielded for a target whose listing fails on a later page stay valid.
+* :func:`open_s3` opens exactly the listed version (GetObject with its VersionId, ``null``
+  included) as a read-only, seekable binary file; see :class:`S3Object`. It raises only
+  ``SourceError`` (reasons in :func:`reason_for`).
+* Details and messages name the bucket and the S3 error code, never object content; keys
+  may appear only inside locations, which the engine masks.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import http.client
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+import urllib3.exceptions
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from panscan.model import Item, ItemResult, Reason, Status
+from panscan.sources import aws
+from panscan.sources.files import SourceError
+
+SOURCE = "s3"
+SCHEME = "s3://"
+
+logger = logging.getLogger(__name__)
+
+#: Storage classes whose data cannot be read without a restore; GetObject would fail.
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: Range requests made in a row, without a byte of progress, to resume a body cut
+#: mid-stream before the read fails (READ_ERROR).
+MAX_RESUMES = 5
+
+# What a body cut mid-stream looks like, depending on where the cut is noticed (urllib3,
+# http.client, botocore's content-length check, the socket).
+_CUT = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError,
+        urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, http.client.IncompleteRead,
+        ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to list: ``latest_only`` keeps current versions only; ``excludes`` are fnmatch
+    globs over ``s3://bucket/key`` locations (matches are ``skipped``/``EXCLUDED``)."""
+
+    latest_only: bool = False
+    excludes: tuple[str, ...] = ()
+
+
+def is_s3_target(target: str) -> bool:
+    return target.startswith(SCHEME)
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key); the key is everything after the first ``/``
+    (it may be empty, start with ``/`` or contain ``//``)."""
+    if not is_s3_target(location):
+        raise ValueError("not an s3:// location")
+    bucket, _, key = location[len(SCHEME):].partition("/")
+    return bucket, key
+
+
+# --- enumeration -----------------------------------------------------------------------
+
+
+def enumerate_s3(targets: Sequence[str], options: S3Options) -> Iterator[Item | ItemResult]:
+    """A record for every object version under ``targets`` (see the module docstring),
+    targets in the order given."""
+    for target in targets:
+        bucket, prefix = split_location(target)
+        if bucket:
+            yield from _list_bucket(bucket, prefix, options, None)
+        else:
+            yield from _list_all_buckets(options)
+
+
+def _list_all_buckets(options: S3Options) -> Iterator[Item | ItemResult]:
+    s3 = aws.client("s3")
+    try:
+        names = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
+    except (ClientError, BotoCoreError) as exc:
+        reason, why = reason_for(exc, listing=True)
+        yield ItemResult(Item(SCHEME, SOURCE), Status.ERROR, reason, f"ListBuckets failed: {why}")
+        return
+    for name in names:
+        yield from _list_bucket(name, "", options, _bucket_region(s3, name))
+
+
+def _bucket_region(s3: Any, bucket: str) -> str | None:
+    """The bucket's region, or None (the default region) when GetBucketLocation is refused:
+    botocore then follows S3's redirect to the right region on its own."""
+    try:
+        location: str | None = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except (ClientError, BotoCoreError):
+        return None
+    # Buckets in us-east-1 report no constraint; the oldest in eu-west-1 report "EU".
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
+def _list_bucket(bucket: str, prefix: str, options: S3Options,
+                 region: str | None) -> Iterator[Item | ItemResult]:
+    s3 = aws.client("s3", region=region)
+    excluded_by = _exclude_matcher(options.excludes)
+    args = {"Bucket": bucket, **({"Prefix": prefix} if prefix else {})}
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(**args):
+            for version in page.get("Versions", ()):
+                if options.latest_only and not version.get("IsLatest"):
+                    continue
+                yield _record(bucket, version, excluded_by)
+    except (ClientError, BotoCoreError) as exc:
+        reason, why = reason_for(exc, listing=True)
+        where = f"{SCHEME}{bucket}/{prefix}" if prefix else f"{SCHEME}{bucket}"
+        yield ItemResult(Item(where, SOURCE), Status.ERROR, reason,
+                         f"cannot list the versions in bucket {bucket}: {why}")
+
+
+def _record(bucket: str, version: dict[str, Any], excluded_by: Any) -> Item | ItemResult:
+    modified = version.get("LastModified")
+    item = Item(
+        location=f"{SCHEME}{bucket}/{version['Key']}", source=SOURCE, size=version.get("Size"),
+        last_modified=modified.timestamp() if modified is not None else None,
+        version_id=version.get("VersionId"), is_latest=version.get("IsLatest"),
+        storage_class=version.get("StorageClass") or "STANDARD", etag=version.get("ETag"),
+    )
+    pattern = excluded_by(item.location)
+    if pattern is not None:
+        return ItemResult(item, Status.SKIPPED, Reason.EXCLUDED, f"excluded by {pattern!r}")
+    if item.storage_class in ARCHIVED_CLASSES:
+        return ItemResult(item, Status.SKIPPED, Reason.INVALID_OBJECT_STATE,
+                          f"storage class {item.storage_class}: not readable without a restore")
+    return item
+
+
+def _exclude_matcher(patterns: tuple[str, ...]) -> Any:
+    def excluded_by(location: str) -> str | None:
+        return next((p for p in patterns if fnmatch.fnmatchcase(location, p)), None)
+
+    return excluded_by
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def reason_for(exc: Exception, *, listing: bool = False) -> tuple[Reason, str]:
+    """The reason code for a failed S3 call and a short explanation naming the S3 error
+    code only (its message may quote a key).
+
+    KMS failures (key disabled, pending deletion, decrypt not permitted) and SSE-C objects
+    read without their key are ``INVALID_ENCRYPTION``; AccessDenied ``PERMISSION_DENIED``;
+    a missing bucket ``NOT_FOUND``; a version or key gone since it was listed
+    ``SOURCE_OBJECT_NO_LONGER_AVAILABLE`` (``NOT_FOUND`` while listing); an archived object
+    ``INVALID_OBJECT_STATE``; a failed If-Match ``OBJECT_VERSION_MISMATCH``; anything else
+    (throttling or 5xx beyond the retries, an unreachable endpoint) ``READ_ERROR``.
+    """
+    if not isinstance(exc, ClientError):
+        return Reason.READ_ERROR, f"request failed ({type(exc).__name__})"
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    lowered = message.lower()
+    if code.startswith("KMS.") or (code == "AccessDenied" and "kms" in lowered):
+        return Reason.INVALID_ENCRYPTION, f"{code}: the object's KMS key cannot be used"
+    if code == "InvalidRequest" and ("customer" in lowered or "server side encryption" in lowered):
+        return Reason.INVALID_ENCRYPTION, f"{code}: the object is encrypted with a customer-provided key (SSE-C)"
+    if code == "InvalidObjectState":
+        return Reason.INVALID_OBJECT_STATE, f"{code}: archived, not readable without a restore"
+    if code == "PreconditionFailed" or status == 412:
+        return Reason.OBJECT_VERSION_MISMATCH, f"{code or status}: the object changed since it was listed"
+    if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem") or status == 403:
+        return Reason.PERMISSION_DENIED, f"{code or status}: access denied"
+    if code == "NoSuchBucket":
+        return Reason.NOT_FOUND, f"{code}: the bucket does not exist"
+    if code in ("NoSuchKey", "NoSuchVersion") or status == 404:
+        reason = Reason.NOT_FOUND if listing else Reason.SOURCE_OBJECT_NO_LONGER_AVAILABLE
+        return reason, f"{code or status}: the version no longer exists"
+    if status == 400 and not code.isalpha():
+        # HeadObject on an SSE-C object without its key: a bare 400 with no error body.
+        return Reason.INVALID_ENCRYPTION, f"{code or status}: the object needs a customer-provided key (SSE-C)"
+    return Reason.READ_ERROR, f"{code or status}: request failed"
+
+
+# --- opening ---------------------------------------------------------------------------
+
+
+class S3ReadError(OSError):
+    """A read that failed after the object was opened (the extractors and the worker turn
+    ``OSError`` from a read into ``READ_ERROR`` with ``strerror`` as the explanation)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(errno.EIO, detail)
+        self.reason = reason
+
+
+def open_s3(item: Item) -> BinaryIO:
+    """``item``'s version open for reading (see :class:`S3Object`); the GetObject is sent
+    here, so refusals surface as ``SourceError`` before any byte is read. The caller closes
+    the file."""
+    bucket, key = split_location(item.location)
+    return cast(BinaryIO, S3Object(aws.client("s3"), bucket, key, item))
+
+
+def version_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
+    """After reading: ``OBJECT_VERSION_MISMATCH`` when an unversioned object was overwritten
+    while it was read (a later request saw another ETag), else None."""
+    if isinstance(f, S3Object) and f.mismatch:
+        return Reason.OBJECT_VERSION_MISMATCH, "the object was overwritten while it was read"
+    return None
+
+
+class S3Object(io.RawIOBase):
+    """One object version as a read-only, seekable file.
+
+    The body of the first GetObject is streamed in the sizes asked for. A ``seek`` away from
+    where the body stands drops it; the next ``read`` sends GetObject with ``Range:
+    bytes=N-`` on the same VersionId, so byte-range tasks read only their range. A body cut
+    mid-stream is resumed the same way from the current offset; after ``MAX_RESUMES``
+    attempts in a row that bring no byte, ``read`` raises :class:`S3ReadError`
+    (``READ_ERROR``).
+
+    An unversioned object (version id None or ``null``) can be overwritten between the
+    listing and the read: every response's ETag is compared with the listed one, and a
+    difference is ``OBJECT_VERSION_MISMATCH`` (``SourceError`` on open; afterwards
+    :class:`S3ReadError` with :attr:`mismatch` set).
+    """
+
+    def __init__(self, s3: Any, bucket: str, key: str, item: Item) -> None:
+        super().__init__()
+        self._s3 = s3
+        self._bucket = bucket
+        self._key = key
+        self._version = item.version_id
+        # Versions are immutable; only the current data of an unversioned key can change.
+        self._etag = item.etag if item.version_id in (None, "null") else None
+        self._pos = 0
+        self._body: Any = None
+        self._body_pos = 0
+        self.mismatch = False
+        self._size: int = 0
+        try:
+            self._size = self._get(0, item.size)
+        except (ClientError, BotoCoreError) as exc:
+            raise SourceError(*reason_for(exc)) from None
+
+    # io plumbing
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def close(self) -> None:
+        self._drop_body()
+        super().close()
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        parts = []
+        while data := self.read(1 << 20):
+            parts.append(data)
+        return b"".join(parts)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes from the current offset (exactly ``size`` unless the object
+        ends first); ``b""`` at the end."""
+        if self.closed:
+            raise ValueError("read of a closed S3 object")
+        if size is None or size < 0:
+            return self.readall()
+        size = min(size, self._size - self._pos)
+        if size <= 0:
+            return b""
+        parts: list[bytes] = []
+        got = 0
+        failures = 0
+        while got < size:
+            if self._body is None or self._body_pos != self._pos:
+                self._reopen()
+            try:
+                data = self._body.read(size - got)
+            except _CUT as exc:
+                data = b""
+                cause = type(exc).__name__
+            else:
+                cause = "the body ended early"
+            if not data:
+                # Cut mid-stream (or ended before Content-Length): resume from here.
+                failures += 1
+                self._drop_body()
+                if failures >= MAX_RESUMES:
+                    raise S3ReadError(Reason.READ_ERROR,
+                                      f"body cut mid-stream {failures} times in a row ({cause})")
+                logger.debug("S3 body cut at offset %d (%s); resuming with a range request", self._pos, cause)
+                continue
+            failures = 0
+            parts.append(data)
+            got += len(data)
+            self._pos += len(data)
+            self._body_pos = self._pos
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    # requests
+
+    def _reopen(self) -> None:
+        self._drop_body()
+        try:
+            self._get(self._pos, None)
+        except SourceError as exc:
+            raise S3ReadError(exc.reason, exc.detail) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise S3ReadError(*reason_for(exc)) from None
+
+    def _get(self, start: int, listed_size: int | None) -> int:
+        """GetObject from ``start`` to the end; sets the body and returns the object's size."""
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        if self._version is not None:
+            args["VersionId"] = self._version
+        if start > 0:
+            args["Range"] = f"bytes={start}-"
+        response = self._s3.get_object(**args)
+        self._body = response["Body"]
+        self._body_pos = start
+        if self._etag is not None and response.get("ETag") != self._etag:
+            self._drop_body()
+            self.mismatch = True
+            raise SourceError(Reason.OBJECT_VERSION_MISMATCH, "the object changed since it was listed")
+        if listed_size is not None:
+            return listed_size
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else start + int(response.get("ContentLength") or 0)
+
+    def _drop_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:  # closing a broken connection may fail; nothing to keep
+                logger.debug("closing an S3 body failed", exc_info=False)

@@ -1,0 +1,136 @@
+"""A moto S3 server on loopback for tests, with a log of the requests it served.
+
+Import the fixtures into a test module (``from s3_server import moto_server, s3  # noqa: F401``):
+
+- ``moto_server`` (session): one ``ThreadedMotoServer`` on 127.0.0.1, on a port the kernel
+  picks (port 0: free by construction, no race), started once and stopped at the end.
+- ``s3`` (per test): the server emptied (moto's reset) with its request log cleared,
+  ``AWS_ENDPOINT_URL`` pointed at it (so ``panscan`` run as a subprocess, and its forked
+  workers, reach it over HTTP) and instance metadata disabled; returns the :class:`MotoS3`
+  handle, whose ``client`` creates fixtures.
+
+The server runs in the test process, so the request log sees every request any process
+sent it: tests count GetObject requests with :meth:`MotoS3.get_object_requests`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # URL-decoded: /bucket/key
+    query: dict[str, list[str]]
+    range: str | None  # the Range header
+
+
+# Sub-resources whose GET is not GetObject (ACL, tags, attributes, listings...).
+_NOT_GET_OBJECT = frozenset({"acl", "tagging", "attributes", "legal-hold", "retention", "torrent",
+                             "uploadId", "list-type", "versions", "location", "uploads"})
+
+
+@dataclass
+class MotoS3:
+    endpoint: str
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def client(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            config=Config(retries={"mode": "standard", "max_attempts": 2}))
+
+    def record(self, request: Request) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def get_object_requests(self, bucket: str, key: str | None = None) -> list[Request]:
+        """GetObject requests (whole or ranged) for ``bucket`` (and ``key``, if given)."""
+        with self.lock:
+            seen = list(self.requests)
+        out = []
+        for r in seen:
+            b, _, k = r.path.lstrip("/").partition("/")
+            if r.method != "GET" or b != bucket or not k or _NOT_GET_OBJECT & r.query.keys():
+                continue
+            if key is None or k == key:
+                out.append(r)
+        return out
+
+    def put_directly(self, bucket: str, key: str, body: bytes) -> str:
+        """Store a new version of ``key`` through moto's backend in this process, without an
+        HTTP request (~100x faster: for fixtures of thousands of versions); returns its
+        version id. The bucket must exist; what is stored is what PutObject would store."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        return str(s3_backends[DEFAULT_ACCOUNT_ID]["aws"].put_object(bucket, key, body).version_id)
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as response:
+            response.read()
+        with self.lock:
+            self.requests.clear()
+
+
+class _LoggedMotoServer(ThreadedMotoServer):
+    """moto's threaded server with a WSGI wrapper recording each request in ``log``."""
+
+    def __init__(self, log: list[MotoS3]) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self._log = log
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        log = self._log
+
+        def logged(environ: dict[str, Any], start_response: Any) -> Any:
+            if log:
+                log[0].record(Request(environ["REQUEST_METHOD"], unquote(environ.get("PATH_INFO", "")),
+                                      parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+                                      environ.get("HTTP_RANGE")))
+            return app(environ, start_response)
+
+        self._server = make_server(self._ip_address, self._port, logged, True,
+                                   request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
+    holder: list[MotoS3] = []
+    server = _LoggedMotoServer(holder)
+    server.start()
+    host, port = server.get_host_and_port()
+    handle = MotoS3(f"http://{host}:{port}")
+    holder.append(handle)
+    try:
+        yield handle
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    moto_server.reset()
+    return moto_server
