@@ -29,7 +29,20 @@ def format_findings(findings: list[Finding]) -> str:
     rows = [[display(f.location), display(f.member or "-"), str(f.offset), str(f.line or "?"),
              str(f.kind), f.brand, f.masked, str(f.confidence), "yes" if f.test_card else ""]
             for f in findings]
-    return f"Findings ({len(findings)})\n" + _table(FINDING_COLUMNS, rows) + "\n"
+    header: Sequence[str] = FINDING_COLUMNS
+    if any(f.version_id is not None for f in findings):
+        # Object versions: an assessor must see which version holds the data and whether it is
+        # an old one (hidden behind a newer version or a delete marker).
+        header = (*FINDING_COLUMNS[:1], "VERSION", *FINDING_COLUMNS[1:])
+        for f, row in zip(findings, rows, strict=True):
+            row.insert(1, _version(f))
+    return f"Findings ({len(findings)})\n" + _table(header, rows) + "\n"
+
+
+def _version(f: Finding) -> str:
+    if f.version_id is None:
+        return "-"
+    return f"{display(f.version_id)}{'' if f.is_latest else ' (non-current)'}"
 
 
 def format_incomplete(results: list[ItemResult]) -> str:

@@ -126,3 +126,17 @@ def test_finding_record_carries_every_finding_field() -> None:
     assert record["type"] == "finding"
     assert set(record) - {"type"} == {f.name for f in fields(Finding)}
     assert record["kind"] == "pan" and record["confidence"] == "high"
+
+
+def test_table_shows_object_versions_and_marks_non_current_ones() -> None:
+    from panscan.model import Confidence, Finding, Kind
+    from panscan.sinks.table import format_findings
+
+    def finding(version: str | None, latest: bool | None) -> Finding:
+        return Finding("s3://b/k", version, latest, None, 0, 1, Kind.PAN, "Visa", "411111******1111",
+                       "ab", Confidence.HIGH, True, None)
+
+    text = format_findings([finding("v1", False), finding("v2", True)])
+    assert "VERSION" in text
+    assert "v1 (non-current)" in text and "v2 " in text and "v2 (non-current)" not in text
+    assert "VERSION" not in format_findings([finding(None, None)])
