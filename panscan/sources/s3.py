@@ -34,7 +34,7 @@ import fnmatch
 import http.client
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -132,7 +132,7 @@ def _bucket_region(s3: Any, bucket: str) -> str | None:
 def _list_bucket(bucket: str, prefix: str, options: S3Options,
                  region: str | None) -> Iterator[Item | ItemResult]:
     s3 = aws.client("s3", region=region)
-    excluded_by = _exclude_matcher(options.excludes)
+    excluded_by = exclude_matcher(options.excludes)
     args = {"Bucket": bucket, **({"Prefix": prefix} if prefix else {})}
     try:
         for page in s3.get_paginator("list_object_versions").paginate(**args):
@@ -147,7 +147,8 @@ def _list_bucket(bucket: str, prefix: str, options: S3Options,
                          f"cannot list the versions in bucket {bucket}: {why}")
 
 
-def _record(bucket: str, version: dict[str, Any], excluded_by: Any) -> Item | ItemResult:
+def _record(bucket: str, version: dict[str, Any],
+            excluded_by: Callable[[str], str | None]) -> Item | ItemResult:
     modified = version.get("LastModified")
     item = Item(
         location=f"{SCHEME}{bucket}/{version['Key']}", source=SOURCE, size=version.get("Size"),
@@ -155,6 +156,12 @@ def _record(bucket: str, version: dict[str, Any], excluded_by: Any) -> Item | It
         version_id=version.get("VersionId"), is_latest=version.get("IsLatest"),
         storage_class=version.get("StorageClass") or "STANDARD", etag=version.get("ETag"),
     )
+    return classify(item, excluded_by)
+
+
+def classify(item: Item, excluded_by: Callable[[str], str | None]) -> Item | ItemResult:
+    """What becomes of a listed version before any read: excluded, archived (never read), or
+    an item to scan. The inventory source uses the same verdicts, in the same order."""
     pattern = excluded_by(item.location)
     if pattern is not None:
         return ItemResult(item, Status.SKIPPED, Reason.EXCLUDED, f"excluded by {pattern!r}")
@@ -164,7 +171,9 @@ def _record(bucket: str, version: dict[str, Any], excluded_by: Any) -> Item | It
     return item
 
 
-def _exclude_matcher(patterns: tuple[str, ...]) -> Any:
+def exclude_matcher(patterns: tuple[str, ...]) -> Callable[[str], str | None]:
+    """The first of the fnmatch ``patterns`` a location matches, or None."""
+
     def excluded_by(location: str) -> str | None:
         return next((p for p in patterns if fnmatch.fnmatchcase(location, p)), None)
 

@@ -42,7 +42,6 @@ What callers may rely on:
 from __future__ import annotations
 
 import csv
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -58,7 +57,7 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import BotoCoreError, ClientError
 
 from panscan.model import Item, ItemResult, Reason, Status
-from panscan.sources.s3 import ARCHIVED_CLASSES, reason_for
+from panscan.sources.s3 import classify, exclude_matcher, reason_for
 
 SCHEME = "s3-inventory://"
 SOURCE = "s3"
@@ -127,6 +126,7 @@ def enumerate_inventory(manifest_url: str, client_factory: ClientFactory, *, lat
 
 def _enumerate(bucket: str, key: str, client_factory: ClientFactory, latest_only: bool,
                excludes: tuple[str, ...]) -> Iterator[Item | ItemResult]:
+    excluded_by = exclude_matcher(excludes)
     client = client_factory("s3")
     try:
         manifest = _read_manifest(client, bucket, key)
@@ -145,21 +145,9 @@ def _enumerate(bucket: str, key: str, client_factory: ClientFactory, latest_only
             for item in _read_data_file(client, bucket, data, manifest.columns):
                 if latest_only and not item.is_latest:
                     continue
-                yield _classify(item, excludes)
+                yield classify(item, excluded_by)
         except _Failed as failed:
             yield _error(bucket, data.key, failed)
-
-
-def _classify(item: Item, excludes: tuple[str, ...]) -> Item | ItemResult:
-    # The same verdicts, in the same order, as panscan.sources.s3 gives a listed version,
-    # so an inventory scan and a listing scan of one bucket report the same records.
-    pattern = next((p for p in excludes if fnmatch.fnmatchcase(item.location, p)), None)
-    if pattern is not None:
-        return ItemResult(item, Status.SKIPPED, Reason.EXCLUDED, f"excluded by {pattern!r}")
-    if item.storage_class in ARCHIVED_CLASSES:
-        return ItemResult(item, Status.SKIPPED, Reason.INVALID_OBJECT_STATE,
-                          f"storage class {item.storage_class}: not readable without a restore")
-    return item
 
 
 # --- manifest ---------------------------------------------------------------------------
