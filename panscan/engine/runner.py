@@ -28,18 +28,18 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from panscan import __version__
 from panscan.config import Policy
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
 from panscan.engine.progress import Progress
 from panscan.engine.worker import WorkerContext
-from panscan.findings.mask import load_or_create_key, mask_result
+from panscan.findings.mask import load_or_create_key, mask_result, mask_text
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
 from panscan.model import Item, ItemResult, Status
-from panscan.sinks.base import Summary, open_sink
+from panscan.sinks.base import Sink, Summary, open_sink
 from panscan.sources.files import WalkOptions, enumerate_files
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,31 @@ def _target_kind(target: str) -> str:
     return "path"
 
 
+def _report_bucket(item: Item, seen: set[str], sink: Sink) -> None:
+    """Write the facts of an S3 bucket the first time one of its objects is reported."""
+    if item.source != "s3" or not item.location.startswith("s3://"):
+        return
+    bucket = item.location[len("s3://"):].split("/", 1)[0]
+    if not bucket or bucket in seen:
+        return
+    seen.add(bucket)
+    from panscan.sources.aws import client
+    from panscan.sources.s3_facts import bucket_facts
+
+    # Bucket names are names like any other: they may hold a number, so every text is masked.
+    sink.write_bucket(_masked_record(bucket_facts(client("s3"), bucket).to_record()))
+
+
+def _masked_record(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: _masked_record(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_record(v) for v in value]
+    return value
+
+
 @contextlib.contextmanager
 def aws_endpoint(url: str | None) -> Iterator[None]:
     """``AWS_ENDPOINT_URL`` set to ``url`` (when given) for the duration of the scan.
@@ -257,7 +282,9 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             try:
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
+                    seen_buckets: set[str] = set()
                     for result in engine.run(enumerate_targets(opts.targets, walk, opts.latest_only)):
+                        _report_bucket(result.item, seen_buckets, sink)
                         masked = mask_result(result)
                         tally.add(masked)
                         sink.write_item(masked)

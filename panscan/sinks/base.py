@@ -86,6 +86,9 @@ class Sink(Protocol):
     def write_item(self, result: ItemResult) -> None:
         """Record one item and its findings (called once per item, in completion order)."""
 
+    def write_bucket(self, record: dict[str, Any]) -> None:
+        """Record the facts of one S3 bucket (``{"type": "bucket", ...}``, already masked)."""
+
     def finish(self, summary: Summary) -> None:
         """Write what comes at the end and flush; the stream stays open."""
 

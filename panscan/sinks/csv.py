@@ -10,11 +10,11 @@ spreadsheet would run as a formula (leading ``=``, ``+``, ``-``, ``@``) get a le
 from __future__ import annotations
 
 import csv
-from typing import TextIO
+from typing import Any, TextIO
 
 from panscan.model import ItemResult
 from panscan.sinks.base import Summary, display
-from panscan.sinks.table import format_incomplete, format_summary
+from panscan.sinks.table import format_buckets, format_incomplete, format_summary
 
 COLUMNS = ("location", "version_id", "member", "offset", "line", "kind", "brand", "masked",
            "fingerprint", "confidence", "test_card", "retention")
@@ -38,6 +38,10 @@ class CsvSink:
         self._writer = csv.writer(stream, lineterminator="\n")
         self._writer.writerow(COLUMNS)
         self._incomplete: list[ItemResult] = []
+        self._buckets: list[dict[str, Any]] = []
+
+    def write_bucket(self, record: dict[str, Any]) -> None:
+        self._buckets.append(record)  # with the summary on the notes stream: the CSV holds findings
 
     def write_item(self, result: ItemResult) -> None:
         for f in result.findings:
@@ -49,6 +53,6 @@ class CsvSink:
     def finish(self, summary: Summary) -> None:
         self._stream.flush()
         if self._notes is not None:
-            text = format_incomplete(self._incomplete) + format_summary(summary)
+            text = format_incomplete(self._incomplete) + format_buckets(self._buckets) + format_summary(summary)
             self._notes.write(text)
             self._notes.flush()

@@ -26,6 +26,9 @@ class JsonlSink:
             self._write(finding.to_record())
         self._write(result.to_record())
 
+    def write_bucket(self, record: dict[str, Any]) -> None:
+        self._write(record)
+
     def finish(self, summary: Summary) -> None:
         self._write(summary.to_record())
         self._stream.flush()

@@ -7,7 +7,7 @@ masked findings in memory; use ``jsonl`` for very large result sets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from panscan.model import Finding, ItemResult
 from panscan.sinks.base import EXIT_MEANINGS, Summary, display
@@ -43,6 +43,32 @@ def _version(f: Finding) -> str:
     if f.version_id is None:
         return "-"
     return f"{display(f.version_id)}{'' if f.is_latest else ' (non-current)'}"
+
+
+BUCKET_COLUMNS = ("BUCKET", "VERSIONING", "ENCRYPTION", "LOGGING", "LIFECYCLE", "OBJECT LOCK",
+                  "PUBLIC ACCESS BLOCK")
+
+
+def format_buckets(records: list[dict[str, Any]]) -> str:
+    """The facts an assessor checks per bucket, one line each."""
+    if not records:
+        return ""
+    rows = [[display(str(r.get("bucket", "?"))), *(_fact(r.get(k)) for k in
+             ("versioning", "encryption", "logging", "lifecycle", "object_lock", "public_access_block"))]
+            for r in sorted(records, key=lambda r: str(r.get("bucket")))]
+    return f"Buckets ({len(records)})\n" + _table(BUCKET_COLUMNS, rows) + "\n"
+
+
+def _fact(value: Any) -> str:
+    """A fact in a few words: a string as it is, a record as its set fields."""
+    if isinstance(value, str):
+        return display(value)
+    if isinstance(value, list):
+        return f"{len(value)} rule(s)" if value else "none"
+    if isinstance(value, dict):
+        shown = [f"{k}={v}" for k, v in value.items() if v not in (None, False, "", [], {})]
+        return display(", ".join(shown) or "off")
+    return "-"
 
 
 def format_incomplete(results: list[ItemResult]) -> str:
@@ -90,6 +116,10 @@ class TableSink:
         self._stream = stream
         self._findings: list[Finding] = []
         self._incomplete: list[ItemResult] = []
+        self._buckets: list[dict[str, Any]] = []
+
+    def write_bucket(self, record: dict[str, Any]) -> None:
+        self._buckets.append(record)
 
     def write_item(self, result: ItemResult) -> None:
         self._findings.extend(result.findings)
@@ -100,5 +130,5 @@ class TableSink:
         self._findings.sort(key=lambda f: (f.location, f.member or "", f.offset))
         self._incomplete.sort(key=lambda r: r.item.location)
         self._stream.write(format_findings(self._findings) + format_incomplete(self._incomplete)
-                           + format_summary(summary))
+                           + format_buckets(self._buckets) + format_summary(summary))
         self._stream.flush()

@@ -401,3 +401,28 @@ def test_s3_errors_map_to_reason_codes(error: ClientError, reason: Reason) -> No
     got, detail = s3_source.reason_for(error)
     assert got is reason
     assert "Message" not in detail and "kms:Decrypt" not in detail  # the code, never the message
+
+
+def test_each_scanned_bucket_gets_its_facts_in_the_report_masked(s3: MotoS3) -> None:
+    pan = make_pan()
+    name = f"exports-{pan}"  # a bucket name can hold a card number too
+    c = versioned_bucket(s3, name)
+    c.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    c.put_object(Bucket=name, Key="a.csv", Body=f"card {pan}\n".encode())
+    c.put_object(Bucket=name, Key="b.csv", Body=b"nothing\n")
+    status, records, err = scan(f"s3://{name}")
+    assert status == 1, err
+    buckets = of_type(records, "bucket")
+    assert len(buckets) == 1  # once per bucket, however many objects
+    facts = buckets[0]
+    assert facts["bucket"] == f"exports-{masked(pan)}"
+    assert facts["versioning"] == "Enabled"
+    assert facts["encryption"]["algorithm"] == "AES256"
+    everything = json.dumps(records) + err
+    assert pan not in everything
+
+    table = subprocess.run([sys.executable, "-m", "panscan", "scan", f"s3://{name}", "--no-state"],
+                           capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert "Buckets (1)" in table.stdout and "Enabled" in table.stdout
+    assert pan not in table.stdout + table.stderr
