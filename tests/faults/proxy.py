@@ -1,0 +1,274 @@
+"""A fault-injecting HTTP reverse proxy on loopback, in front of a moto S3 server.
+
+``FaultProxy(upstream)`` listens on 127.0.0.1 (a port the kernel picks) in a thread of the test
+process and forwards every request (method, path, query, headers, body) with ``http.client`` to
+the moto server at ``upstream`` (``http://127.0.0.1:PORT``), streaming the response back. Point
+``AWS_ENDPOINT_URL`` at :attr:`FaultProxy.endpoint` and every process, forked workers included,
+goes through it.
+
+Rules, set by the test before the scan:
+
+- :meth:`FaultProxy.fail_get` — the first ``times`` GetObject requests for a key answer an S3
+  XML error (``503 SlowDown``, ``500 InternalError``...) without reaching moto; no Retry-After.
+- :meth:`FaultProxy.truncate_get` — the first ``times`` GetObject requests for a key get moto's
+  headers (Content-Length the full length) and only the first ``after`` bytes of the body, then
+  the connection is closed: a body cut mid-stream.
+- :meth:`FaultProxy.deny_bucket` — every request naming the bucket (ListObjectVersions,
+  GetObject, anything) answers ``403 AccessDenied``, for ever.
+
+Every request is logged (:attr:`FaultProxy.seen`, :class:`Seen`) with what the proxy did with it,
+and counted per (method, bucket, key, Range header) (:meth:`FaultProxy.count`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+# Sub-resources whose GET is not GetObject (ACL, tags, listings...).
+_NOT_GET_OBJECT = frozenset({"acl", "tagging", "attributes", "legal-hold", "retention", "torrent",
+                             "uploadId", "list-type", "versions", "location", "uploads"})
+# Hop-by-hop headers: not forwarded in either direction.
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+                  "upgrade", "proxy-authenticate", "proxy-authorization"})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request the proxy received, and what it did: ``forwarded``, ``failed`` (an injected
+    error status), ``truncated`` (body cut) or ``denied``."""
+
+    method: str
+    bucket: str
+    key: str
+    query: dict[str, list[str]]
+    range: str | None
+    action: str
+    status: int
+
+    @property
+    def is_get_object(self) -> bool:
+        return self.method == "GET" and bool(self.bucket) and bool(self.key) and not (
+            _NOT_GET_OBJECT & self.query.keys())
+
+
+@dataclass
+class _Rule:
+    kind: str  # "fail" | "truncate"
+    bucket: str
+    key: str
+    times: int
+    status: int = 0
+    code: str = ""
+    after: int = 0
+    version: str | None = None  # None: any version
+
+
+def error_body(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            "<RequestId>FAULTPROXY</RequestId><HostId>faultproxy</HostId></Error>").encode()
+
+
+class FaultProxy:
+    """See the module docstring. Use as a context manager, or :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        if parts.hostname is None or parts.port is None:
+            raise ValueError("upstream must be http://HOST:PORT")
+        self.upstream_host: str = parts.hostname
+        self.upstream_port: int = parts.port
+        self._lock = threading.Lock()
+        self._rules: list[_Rule] = []
+        self._denied: set[str] = set()
+        self.seen: list[Seen] = []
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # rules
+
+    def reset(self) -> None:
+        """Forget the rules and the log."""
+        with self._lock:
+            self._rules.clear()
+            self._denied.clear()
+            self.seen.clear()
+
+    def fail_get(self, bucket: str, key: str, *, status: int, code: str, times: int) -> None:
+        """The next ``times`` GetObject requests for ``bucket``/``key`` answer ``status`` with an
+        S3 error body carrying ``code`` (no Retry-After header)."""
+        with self._lock:
+            self._rules.append(_Rule("fail", bucket, key, times, status=status, code=code))
+
+    def truncate_get(self, bucket: str, key: str, *, after: int, times: int = 1, version: str | None = None) -> None:
+        """The next ``times`` GetObject requests for ``bucket``/``key`` (and ``versionId=version``,
+        if given) get the first ``after`` bytes of moto's body, under its full Content-Length,
+        and then a closed connection."""
+        with self._lock:
+            self._rules.append(_Rule("truncate", bucket, key, times, after=after, version=version))
+
+    def deny_bucket(self, bucket: str) -> None:
+        """Every request on ``bucket`` answers 403 AccessDenied from now on."""
+        with self._lock:
+            self._denied.add(bucket)
+
+    # log
+
+    def requests(self, bucket: str, key: str | None = None, *, get_object: bool = True) -> list[Seen]:
+        with self._lock:
+            seen = list(self.seen)
+        return [s for s in seen if s.bucket == bucket and (key is None or s.key == key)
+                and (s.is_get_object or not get_object)]
+
+    def count(self) -> Counter[tuple[str, str, str, str | None]]:
+        """Requests per (method, bucket, key, Range header)."""
+        with self._lock:
+            return Counter((s.method, s.bucket, s.key, s.range) for s in self.seen)
+
+    # used by the handler
+
+    def _decide(self, seen: Seen) -> tuple[str, _Rule | None]:
+        with self._lock:
+            if seen.bucket in self._denied:
+                return "denied", None
+            if seen.is_get_object:
+                for rule in self._rules:
+                    if rule.times > 0 and (rule.bucket, rule.key) == (seen.bucket, seen.key) and (
+                            rule.version is None or seen.query.get("versionId") == [rule.version]):
+                        rule.times -= 1
+                        return ("failed" if rule.kind == "fail" else "truncated"), rule
+            return "forwarded", None
+
+    def _log(self, seen: Seen) -> None:
+        with self._lock:
+            self.seen.append(seen)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        body = self._body()
+        url = urlsplit(self.path)
+        bucket, _, key = unquote(url.path).lstrip("/").partition("/")
+        query = parse_qs(url.query, keep_blank_values=True)
+        rng = self.headers.get("Range")
+        probe = Seen(self.command, bucket, key, query, rng, "", 0)
+        action, rule = self.owner._decide(probe)
+        if action == "denied":
+            self._error(403, "AccessDenied", "Access Denied")
+            self.owner._log(Seen(self.command, bucket, key, query, rng, action, 403))
+            return
+        if action == "failed" and rule is not None:
+            self._error(rule.status, rule.code, "injected by the fault proxy")
+            self.owner._log(Seen(self.command, bucket, key, query, rng, action, rule.status))
+            return
+        status = self._forward(body, cut=rule.after if rule is not None else None)
+        self.owner._log(Seen(self.command, bucket, key, query, rng, action, status))
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        payload = error_body(code, message) if self.command != "HEAD" else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(error_body(code, message))))
+        self.send_header("x-amz-request-id", "FAULTPROXY")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _forward(self, body: bytes, cut: int | None) -> int:
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP and k.lower() != "host"}
+        headers["Host"] = f"{self.owner.upstream_host}:{self.owner.upstream_port}"
+        if body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(self.owner.upstream_host, self.owner.upstream_port, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            length = response.getheader("Content-Length")
+            if length is None and self.command != "HEAD" and response.status not in (204, 304):
+                data = response.read()  # chunked or close-delimited upstream: buffer it
+                length = str(len(data))
+                chunks: Any = [data]
+            else:
+                chunks = iter(lambda: response.read(_CHUNK), b"")
+            self.send_response(response.status, response.reason)
+            for name, value in response.getheaders():
+                if name.lower() not in _HOP and name.lower() != "content-length":
+                    self.send_header(name, value)
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command == "HEAD":
+                return response.status
+            sent = 0
+            for chunk in chunks:
+                if cut is not None and sent + len(chunk) >= cut:
+                    self.wfile.write(chunk[:cut - sent])
+                    self.wfile.flush()
+                    self._cut_connection()
+                    return response.status
+                self.wfile.write(chunk)
+                sent += len(chunk)
+            return response.status
+        finally:
+            conn.close()
+
+    def _cut_connection(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
