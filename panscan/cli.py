@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="follow symbolic links (default: report them as SYMLINK_NOT_FOLLOWED)")
     walk.add_argument("--latest-only", action="store_true",
                       help="S3: scan current object versions only (default: every version)")
+    walk.add_argument("--restore", choices=("none", "bulk", "standard", "expedited"), default=None,
+                      help="S3: ask S3 to restore archived versions (GLACIER, DEEP_ARCHIVE) at this tier "
+                           "(a write action and a cost: an estimate is printed); a later run with the "
+                           "same option reads the copies that are ready (default: none, archived "
+                           "versions are reported INVALID_OBJECT_STATE and never read)")
     walk.add_argument("--endpoint-url", metavar="URL",
                       help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
                            "or the AWS configuration)")
@@ -147,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "using them is a usage error (exit 3) in this version")
     for flag in ("--retrieve", "--volumes", "--include-root"):
         planned.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    for flag in ("--restore", "--evidence", "--scheduler"):
+    for flag in ("--evidence", "--scheduler"):
         planned.add_argument(flag, metavar="VALUE", help=argparse.SUPPRESS)
     planned.add_argument("--engine", choices=("local", "dask"), default="local",
                          help="only 'local' is available")
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _unavailable(args: argparse.Namespace) -> str | None:
-    for name in ("retrieve", "volumes", "include_root", "restore", "evidence", "scheduler"):
+    for name in ("retrieve", "volumes", "include_root", "evidence", "scheduler"):
         if getattr(args, name):
             return "--" + name.replace("_", "-")
     if args.engine != "local":
@@ -257,6 +262,7 @@ def _scan(args: argparse.Namespace) -> int:
         targets=tuple(args.targets), fmt=args.format, output=args.output, workers=args.workers,
         policy=policy, state=args.state, no_state=args.no_state, excludes=tuple(args.exclude),
         follow_symlinks=args.follow_symlinks, latest_only=args.latest_only, endpoint_url=args.endpoint_url,
+        restore=None if args.restore in (None, "none") else args.restore.capitalize(),
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
     )
     return run_scan(opts)

@@ -74,6 +74,7 @@ class ScanOptions:
     one_filesystem: bool = True
     chunk_size: int = CHUNK_SIZE
     latest_only: bool = False
+    restore: str | None = None  # S3 restore tier (Bulk, Standard, Expedited) or None
     endpoint_url: str | None = None
     split_threshold: int = SPLIT_THRESHOLD
     range_size: int = RANGE_SIZE
@@ -118,8 +119,8 @@ def check_targets(targets: tuple[str, ...]) -> None:
                              "s3:// and s3-inventory:// targets")
 
 
-def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions,
-                      latest_only: bool = False) -> Iterator[Item | ItemResult]:
+def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: bool = False,
+                      restore: str | None = None) -> Iterator[Item | ItemResult]:
     """The records of every target, in the order given; runs of consecutive local paths and
     of consecutive ``s3://`` targets are each listed by their source, and an
     ``s3-inventory://`` target takes its listing from the S3 Inventory report it names."""
@@ -130,7 +131,8 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions,
         if kind == "s3":
             from panscan.sources.s3 import S3Options, enumerate_s3
 
-            yield from enumerate_s3(run, S3Options(latest_only=latest_only, excludes=walk.excludes))
+            yield from enumerate_s3(run, S3Options(latest_only=latest_only, excludes=walk.excludes,
+                                                   restore=restore))
         elif kind == "inventory":
             from panscan.sources.aws import client
             from panscan.sources.s3_inventory import enumerate_inventory
@@ -283,7 +285,7 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
                     seen_buckets: set[str] = set()
-                    for result in engine.run(enumerate_targets(opts.targets, walk, opts.latest_only)):
+                    for result in engine.run(enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore)):
                         _report_bucket(result.item, seen_buckets, sink)
                         masked = mask_result(result)
                         tally.add(masked)

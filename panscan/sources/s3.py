@@ -73,10 +73,25 @@ _CUT = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, Connectio
 @dataclass(frozen=True)
 class S3Options:
     """How to list: ``latest_only`` keeps current versions only; ``excludes`` are fnmatch
-    globs over ``s3://bucket/key`` locations (matches are ``skipped``/``EXCLUDED``)."""
+    globs over ``s3://bucket/key`` locations (matches are ``skipped``/``EXCLUDED``);
+    ``restore`` (``Bulk``, ``Standard``, ``Expedited``) asks S3 to restore archived versions
+    for ``restore_days`` days, and reads the ones whose restored copy is ready."""
 
     latest_only: bool = False
     excludes: tuple[str, ...] = ()
+    restore: str | None = None
+    restore_days: int = 7
+
+
+#: Retrieval list prices (USD per GB, USD per 1,000 requests) and times, us-east-1, for the
+#: estimate printed before restores are requested. Check your region's price list.
+RESTORE_PRICES: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("GLACIER", "Expedited"): (0.03, 10.0, "1-5 minutes"),
+    ("GLACIER", "Standard"): (0.01, 0.05, "3-5 hours"),
+    ("GLACIER", "Bulk"): (0.0025, 0.025, "5-12 hours"),
+    ("DEEP_ARCHIVE", "Standard"): (0.02, 0.10, "within 12 hours"),
+    ("DEEP_ARCHIVE", "Bulk"): (0.0025, 0.025, "within 48 hours"),
+}
 
 
 def is_s3_target(target: str) -> bool:
@@ -134,17 +149,67 @@ def _list_bucket(bucket: str, prefix: str, options: S3Options,
     s3 = aws.client("s3", region=region)
     excluded_by = exclude_matcher(options.excludes)
     args = {"Bucket": bucket, **({"Prefix": prefix} if prefix else {})}
+    requested: list[Item] = []
     try:
         for page in s3.get_paginator("list_object_versions").paginate(**args):
             for version in page.get("Versions", ()):
                 if options.latest_only and not version.get("IsLatest"):
                     continue
-                yield _record(bucket, version, excluded_by)
+                record = _record(bucket, version, excluded_by)
+                if (options.restore and isinstance(record, ItemResult)
+                        and record.reason is Reason.INVALID_OBJECT_STATE):
+                    record = _restore(s3, record.item, options, requested)
+                yield record
     except (ClientError, BotoCoreError) as exc:
         reason, why = reason_for(exc, listing=True)
         where = f"{SCHEME}{bucket}/{prefix}" if prefix else f"{SCHEME}{bucket}"
         yield ItemResult(Item(where, SOURCE), Status.ERROR, reason,
                          f"cannot list the versions in bucket {bucket}: {why}")
+    if requested:
+        logger.warning("%s", restore_estimate(bucket, requested, options))
+
+
+def _restore(s3: Any, item: Item, options: S3Options, requested: list[Item]) -> Item | ItemResult:
+    """An archived version with ``--restore``: the item itself once its restored copy is
+    ready (it is then read like any object), else a restore requested (or already running)."""
+    bucket, key = split_location(item.location)
+    version = {"VersionId": item.version_id} if item.version_id else {}
+    try:
+        state = s3.head_object(Bucket=bucket, Key=key, **version).get("Restore") or ""
+        if 'ongoing-request="false"' in state:
+            return item  # restored copy available until its expiry date
+        if 'ongoing-request="true"' in state:
+            return ItemResult(item, Status.SKIPPED, Reason.RESTORE_REQUESTED,
+                              "restore in progress; run the scan again when it completes")
+        s3.restore_object(Bucket=bucket, Key=key, **version, RestoreRequest={
+            "Days": options.restore_days, "GlacierJobParameters": {"Tier": options.restore}})
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == \
+                "RestoreAlreadyInProgress":
+            return ItemResult(item, Status.SKIPPED, Reason.RESTORE_REQUESTED,
+                              "restore in progress; run the scan again when it completes")
+        reason, why = reason_for(exc)
+        return ItemResult(item, Status.ERROR, reason, f"restore request failed: {why}")
+    requested.append(item)
+    return ItemResult(item, Status.SKIPPED, Reason.RESTORE_REQUESTED,
+                      f"{options.restore} restore requested for {options.restore_days} days; "
+                      "run the scan again when it completes")
+
+
+def restore_estimate(bucket: str, items: list[Item], options: S3Options) -> str:
+    """What the restores just requested in ``bucket`` cost and take, at list prices."""
+    total_bytes = sum(i.size or 0 for i in items)
+    cost = 0.0
+    times = set()
+    for cls in sorted({i.storage_class or "GLACIER" for i in items}):
+        chosen = [i for i in items if (i.storage_class or "GLACIER") == cls]
+        per_gb, per_k, when = RESTORE_PRICES.get((cls, options.restore or ""), (0.0, 0.0, "unknown"))
+        cost += per_gb * sum(i.size or 0 for i in chosen) / 1e9 + per_k * len(chosen) / 1000
+        times.add(f"{cls}: {when}")
+    return (f"restore requested for {len(items)} archived versions in bucket {bucket} "
+            f"({total_bytes / 2**30:.2f} GiB, {options.restore} tier): about ${cost:.2f} at us-east-1 "
+            f"list prices plus storage of the copies for {options.restore_days} days; ready "
+            f"{'; '.join(sorted(times))}")
 
 
 def _record(bucket: str, version: dict[str, Any],

@@ -426,3 +426,32 @@ def test_each_scanned_bucket_gets_its_facts_in_the_report_masked(s3: MotoS3) -> 
                            capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert "Buckets (1)" in table.stdout and "Enabled" in table.stdout
     assert pan not in table.stdout + table.stderr
+
+
+def test_restore_is_requested_once_then_the_restored_copy_is_read(s3: MotoS3) -> None:
+    pan = make_pan()
+    c = versioned_bucket(s3, "cold")
+    c.put_object(Bucket="cold", Key="2019/export.csv", Body=f"card {pan}\n".encode(), StorageClass="GLACIER")
+    c.put_object(Bucket="cold", Key="2018/export.csv", Body=b"nothing\n", StorageClass="DEEP_ARCHIVE")
+
+    # Without --restore: archived, never read.
+    status, records, err = scan("s3://cold")
+    assert status == 2, err
+    assert {r["reason"] for r in of_type(records, "item")} == {"INVALID_OBJECT_STATE"}
+
+    # First run with --restore: requests sent and reported, an estimate printed, nothing read yet.
+    status, records, err = scan("s3://cold", "--restore", "bulk")
+    assert status == 2, err
+    assert {(r["status"], r["reason"]) for r in of_type(records, "item")} == {("skipped", "RESTORE_REQUESTED")}
+    assert "restore requested for 2 archived versions" in err and "Bulk tier" in err
+    restores = [r for r in s3.requests if r.method == "POST" and "restore" in r.query]
+    assert len(restores) == 2
+    assert s3.get_object_requests("cold") == []  # archived data is never asked for before its restore
+
+    # moto completes restores at once: the next run reads the copies and finds the number.
+    status, records, err = scan("s3://cold", "--restore", "bulk")
+    assert status == 1, err
+    assert [(f["location"], f["masked"]) for f in of_type(records, "finding")] == [
+        ("s3://cold/2019/export.csv", masked(pan))]
+    assert all(r["status"] == "complete" for r in of_type(records, "item"))
+    assert len([r for r in s3.requests if r.method == "POST" and "restore" in r.query]) == 2  # none again
