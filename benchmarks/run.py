@@ -193,6 +193,21 @@ def net_ratio(results: dict[str, Any], startup: float | None) -> float | None:
     return t1 / t2 if t2 > 0 else None
 
 
+def finish(report: dict[str, Any], problems: list[str], json_to: str | None, warning: str) -> int:
+    """Print the problems loudly, write the JSON figures if asked; the exit status."""
+    report["problems"] = problems
+    if problems:
+        print("\n" + "\n".join(problems))
+        print(warning)
+    if json_to:
+        text = json.dumps(report, indent=1)
+        if json_to == "-":
+            print(text)
+        else:
+            Path(json_to).write_text(text + "\n")
+    return 1 if problems else 0
+
+
 def fmt_rate(r: dict[str, Any] | None) -> str:
     if r is None:
         return "-"
@@ -289,17 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
 
     print_table(report)
-    report["problems"] = problems
-    if problems:
-        print("\n" + "\n".join(problems))
-        print("!!! COUNT MISMATCH: the figures above are for a matcher that is not correct on this corpus")
-    if args.json:
-        text = json.dumps(report, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 1 if problems else 0
+    return finish(report, problems, args.json,
+                  "!!! COUNT MISMATCH: the figures above are for a matcher that is not correct on this corpus")
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -424,17 +430,8 @@ def run_containers(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
         print(f"{kind:5} {c['bytes'] / MB:12.1f} {c['text_bytes'] / MB:8.1f} {c['planted']:8} {c['found']:6} "
               f"{statistics.median(c['seconds']):8.2f} {c['mbps_container']:15.1f} {c['mbps_text']:10.1f}  "
               f"{c['status']}")
-    report["problems"] = problems
-    if problems:
-        print("\n" + "\n".join(problems))
-        print("!!! COUNT MISMATCH or incomplete item: those figures are not for a correct scan")
-    if args.json:
-        text = json.dumps(report, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 1 if problems else 0
+    return finish(report, problems, args.json,
+                  "!!! COUNT MISMATCH or incomplete item: those figures are not for a correct scan")
 
 
 if __name__ == "__main__":

@@ -10,20 +10,17 @@ the proxy, so every request from every process crosses it. Fixtures are written 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from proxy import FaultProxy
-from s3_server import MotoS3, moto_server, s3  # noqa: F401
+from s3_server import MotoS3, moto_server, of_type, s3, scan, versioned_bucket  # noqa: F401
 
 from panscan.match.luhn import check_digit
 
@@ -54,23 +51,10 @@ def proxy(_proxy_server: FaultProxy, s3: MotoS3, monkeypatch: pytest.MonkeyPatch
     return _proxy_server
 
 
-def scan(*args: str) -> tuple[int, list[dict[str, Any]], str]:
-    proc = subprocess.run([sys.executable, "-m", "panscan", "scan", *args, "--format", "jsonl",
-                           "--no-state", "--workers", "2"],
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
-    return proc.returncode, records, proc.stderr
 
 
-def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["type"] == kind]
 
 
-def versioned_bucket(s3: MotoS3, name: str) -> Any:
-    c = s3.client
-    c.create_bucket(Bucket=name)
-    c.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return c
 
 
 @pytest.mark.parametrize(("status", "code", "times"), [(503, "SlowDown", 2), (500, "InternalError", 1)])

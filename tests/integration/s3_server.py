@@ -15,7 +15,11 @@ sent it: tests count GetObject requests with :meth:`MotoS3.get_object_requests`.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -134,3 +138,24 @@ def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     moto_server.reset()
     return moto_server
+
+
+def scan(*args: str, timeout: float = 300) -> tuple[int, list[dict[str, Any]], str]:
+    """``panscan scan ARGS --format jsonl --no-state --workers 2`` as a subprocess; the
+    endpoint comes from AWS_ENDPOINT_URL (set by the ``s3`` fixture)."""
+    proc = subprocess.run([sys.executable, "-m", "panscan", "scan", *args, "--format", "jsonl",
+                           "--no-state", "--workers", "2"],
+                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc.returncode, records, proc.stderr
+
+
+def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["type"] == kind]
+
+
+def versioned_bucket(s3: MotoS3, name: str) -> Any:
+    c = s3.client
+    c.create_bucket(Bucket=name)
+    c.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return c

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, ResponseStreamingError
 
 # The fixtures are imported by name (pytest finds them in the module's namespace), so the
 # tests' ``s3`` parameters shadow the import on purpose.
-from s3_server import MotoS3, moto_server, s3  # noqa: F401
+from s3_server import MotoS3, moto_server, of_type, s3, scan, versioned_bucket  # noqa: F401
 
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD
 from panscan.match.luhn import check_digit
@@ -37,25 +37,10 @@ def masked(pan: str) -> str:
     return pan[:6] + "******" + pan[-4:]
 
 
-def scan(*args: str) -> tuple[int, list[dict[str, Any]], str]:
-    """``panscan scan ARGS --format jsonl --no-state --workers 2`` as a subprocess; the
-    endpoint comes from AWS_ENDPOINT_URL (set by the ``s3`` fixture)."""
-    proc = subprocess.run([sys.executable, "-m", "panscan", "scan", *args, "--format", "jsonl",
-                           "--no-state", "--workers", "2"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    records = [json.loads(line) for line in proc.stdout.splitlines()]
-    return proc.returncode, records, proc.stderr
 
 
-def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["type"] == kind]
 
 
-def versioned_bucket(s3: MotoS3, name: str) -> Any:
-    c = s3.client
-    c.create_bucket(Bucket=name)
-    c.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return c
 
 
 def test_pan_only_in_a_noncurrent_version_is_found_with_its_version_id(s3: MotoS3) -> None:
