@@ -193,6 +193,15 @@ def net_ratio(results: dict[str, Any], startup: float | None) -> float | None:
     return t1 / t2 if t2 > 0 else None
 
 
+def work_dirs(keep: Path | None) -> tuple[Any, Path, Path]:
+    """(temporary directory to clean up or None, where corpora live, where outputs go)."""
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        return None, keep, Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+    tmp = tempfile.TemporaryDirectory(prefix="panscan-bench-")
+    return tmp, Path(tmp.name), Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+
+
 def finish(report: dict[str, Any], problems: list[str], json_to: str | None, warning: str) -> int:
     """Print the problems loudly, write the JSON figures if asked; the exit status."""
     report["problems"] = problems
@@ -250,14 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad := [k for k in kinds if k not in KINDS] + [s for s in skip if s not in MEASUREMENTS]:
         ap.error(f"unknown corpus or measurement: {', '.join(bad)}")
 
-    tmp = None
-    if args.dir:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        directory = args.dir
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="panscan-bench-")
-        directory = Path(tmp.name)
-    out_dir = Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+    tmp, directory, out_dir = work_dirs(args.dir)
     report: dict[str, Any] = {"size": args.size, "reps": args.reps, "cpus": os.cpu_count(),
                               "python": sys.version.split()[0], "corpora": {}}
     problems: list[str] = []
@@ -379,14 +381,7 @@ def run_containers(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if bad := [k for k in kinds if k not in CONTAINER_KINDS]:
         ap.error(f"unknown container kind: {', '.join(bad)}")
     reps = args.reps or 1
-    tmp = None
-    if args.dir:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        directory = args.dir
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="panscan-bench-")
-        directory = Path(tmp.name)
-    out_dir = Path(tempfile.mkdtemp(prefix="panscan-bench-out-"))
+    tmp, directory, out_dir = work_dirs(args.dir)
     report: dict[str, Any] = {"reps": reps, "cpus": os.cpu_count(), "python": sys.version.split()[0],
                               "containers": {}}
     problems: list[str] = []

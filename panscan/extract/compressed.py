@@ -33,7 +33,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 import zstandard
@@ -190,13 +190,19 @@ def _decoded_chunks(
         data = b""
         if not out:
             continue
-        fit = meter.fit(out, limits)
-        if fit:
-            produced += len(fit)
-            yield fit
-        if len(fit) < len(out):
-            raise meter.over_expanded(limits)
+        produced += yield from _emit(out, meter, limits)
         check_ratio(produced, consumed, limits, fmt)
+
+
+def _emit(out: bytes, meter: Meter, limits: Limits) -> Generator[bytes, None, int]:
+    """Yield what of decoded ``out`` fits the item's expansion budget (returning how much),
+    then raise the budget's error if some did not fit."""
+    fit = meter.fit(out, limits)
+    if fit:
+        yield fit
+    if len(fit) < len(out):
+        raise meter.over_expanded(limits)
+    return len(fit)
 
 
 def check_ratio(produced: int, consumed: int, limits: Limits, what: str) -> None:
@@ -264,12 +270,7 @@ def _zstd_chunks(read: Read, limits: Limits, meter: Meter, chunk_size: int, head
             if produced == 0 and source.consumed <= len(MEMBER_MAGIC[Format.ZSTD]) + 1:
                 raise ExtractError(Reason.MALFORMED_FILE, "zstd data ends early (truncated)")
             return
-        fit = meter.fit(out, limits)
-        if fit:
-            produced += len(fit)
-            yield fit
-        if len(fit) < len(out):
-            raise meter.over_expanded(limits)
+        produced += yield from _emit(out, meter, limits)
         check_ratio(produced, source.consumed, limits, "zstd")
 
 
