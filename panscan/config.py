@@ -1,29 +1,59 @@
 """Loading and validating ``panscan.toml`` (the ``--policy`` file).
 
 Validation happens before anything is scanned: an unknown section or key, a value of the
-wrong type, a duration or size that does not parse, is a :class:`ConfigError` whose
-message names the file and the key (the CLI turns it into exit status 3). Only parsing is
+wrong type, a duration or size that does not parse, is a :class:`ConfigError` (the CLI
+turns it into exit status 3). Its text is ``FILE:LINE: message`` where the line of the
+offending key, table or array item can be found in the file, else ``FILE: message``; the
+message names the table and the key, e.g.
+``panscan.toml:7: [[retention.rule]] #2 (payment-logs) max_age: expected a duration such as
+"90d", "13w" or "2y", got "90 days"``. Only the first problem is reported. Things that are
+merely unusual (a rule without a justification, no default) are not errors. Only parsing is
 done here; retention rules are applied by a later stage.
 
 Durations: a whole number followed by ``d`` (days), ``w`` (weeks) or ``y`` (years of 365
-days), e.g. ``90d``, ``13w``, ``2y``. Sizes: a whole number of bytes, or a string such as
-``"512MiB"``, ``"4GiB"`` or ``"10GB"`` (binary and decimal units).
+days), e.g. ``90d``, ``13w``, ``2y``; a maximum age is at least one day. Sizes: a whole
+number of bytes, or a string such as ``"512MiB"``, ``"4GiB"`` or ``"10GB"`` (binary and
+decimal units).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import datetime
+import difflib
+import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from panscan.extract.budget import Limits
 
 
 class ConfigError(ValueError):
-    """The policy file is missing, malformed or invalid."""
+    """The policy file is missing, malformed or invalid.
+
+    ``path`` is the file's name as given ("" when the error is not about a file, e.g. from
+    :func:`parse_duration` alone), ``line`` the 1-based line of the offending key, table or
+    value when it could be found, and ``detail`` the message without the location;
+    ``str()`` gives ``path:line: detail``, ``path: detail`` or ``detail``.
+    """
+
+    def __init__(self, detail: str, path: str = "", line: int | None = None) -> None:
+        super().__init__(detail, path, line)
+        self.detail = detail
+        self.path = path
+        self.line = line
+
+    def __str__(self) -> str:
+        if self.path and self.line is not None:
+            return f"{self.path}:{self.line}: {self.detail}"
+        if self.path:
+            return f"{self.path}: {self.detail}"
+        return self.detail
 
 
 @dataclass(frozen=True)
@@ -50,129 +80,505 @@ _DAYS = {"d": 1, "w": 7, "y": 365}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$")
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+# A cut-off date this far back is still a valid date: a larger maximum age is a typo, and
+# would overflow the date arithmetic of whoever applies the rule.
+_MAX_AGE_DAYS = 1000 * 365
+
+_DURATION_EXPECTED = 'expected a duration such as "90d", "13w" or "2y"'
+_SIZE_EXPECTED = 'expected a size such as 1048576, "512MiB" or "4GiB"'
 
 
-def parse_duration(value: object, where: str) -> int:
-    """Days in a duration such as ``90d``, ``13w`` or ``2y``."""
+def _days(value: object) -> int | None:
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
             return int(m[1]) * _DAYS[m[2]]
-    raise ConfigError(f"{where}: expected a duration such as \"90d\", \"13w\" or \"2y\", got {value!r}")
+    return None
 
 
-def parse_size(value: object, where: str) -> int:
-    """Bytes in a size such as ``4096``, ``"512MiB"`` or ``"4GiB"``."""
+def _bytes(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str):
         m = _SIZE.match(value)
         if m:
             return int(m[1]) * _UNITS[m[2] or "B"]
-    raise ConfigError(f"{where}: expected a size such as 1048576, \"512MiB\" or \"4GiB\", got {value!r}")
+    return None
+
+
+def parse_duration(value: object, where: str) -> int:
+    """Days in a duration such as ``90d``, ``13w`` or ``2y``."""
+    days = _days(value)
+    if days is None:
+        raise ConfigError(f"{where}: {_DURATION_EXPECTED}, got {_show(value)}")
+    return days
+
+
+def parse_size(value: object, where: str) -> int:
+    """Bytes in a size such as ``4096``, ``"512MiB"`` or ``"4GiB"``."""
+    size = _bytes(value)
+    if size is None:
+        raise ConfigError(f"{where}: {_SIZE_EXPECTED}, got {_show(value)}")
+    return size
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read policy file {p}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"policy file {p} is not UTF-8 text") from None
+        raise ConfigError(f"cannot read the policy file: {exc.strerror or exc}", str(p)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", str(p), line) from None
     return parse_policy(text, str(p))
 
 
 def parse_policy(text: str, name: str = "panscan.toml") -> Policy:
     """Validate the text of a policy file; ``name`` is used in messages."""
+    text = text.removeprefix("\ufeff")  # an editor's byte-order mark is not an error
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
-    _only(doc, {"retention", "limits", "scan"}, name)
-    retention = _table(doc, "retention", name)
-    limits = _table(doc, "limits", name)
-    scan = _table(doc, "scan", name)
-
-    _only(retention, {"default_max_age", "rule"}, f"{name} [retention]")
-    default = retention.get("default_max_age")
-    default_days = (parse_duration(default, f"{name} [retention] default_max_age")
-                    if default is not None else None)
-    rules_raw = retention.get("rule", [])
-    if not isinstance(rules_raw, list):
-        raise ConfigError(f"{name} [retention] rule: expected [[retention.rule]] tables")
-    rules = tuple(_rule(r, f"{name} [[retention.rule]] #{i}") for i, r in enumerate(rules_raw, 1))
-    seen: set[str] = set()
-    for rule in rules:
-        if rule.name in seen:
-            raise ConfigError(f"{name} [[retention.rule]]: the name {rule.name!r} is used twice")
-        seen.add(rule.name)
-
-    _only(scan, {"exclude"}, f"{name} [scan]")
-    excludes = _strings(scan.get("exclude", []), f"{name} [scan] exclude")
-
-    return Policy(default_days, rules, _limits(limits, f"{name} [limits]"), excludes, name)
+        detail, line = _toml_position(str(exc), text)
+        raise ConfigError(f"not valid TOML: {detail}", name, line) from None
+    return _Checker(text, name).policy(doc)
 
 
-def _rule(raw: object, where: str) -> RetentionRule:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a table")
-    _only(raw, {"name", "match", "max_age", "justification"}, where)
-    for key in ("name", "match", "max_age"):
-        if key not in raw:
-            raise ConfigError(f"{where}: missing {key!r}")
-    rule_name = raw["name"]
-    if not isinstance(rule_name, str) or not rule_name.strip():
-        raise ConfigError(f"{where} name: expected a non-empty string")
-    match = raw["match"]
-    globs = _strings([match] if isinstance(match, str) else match, f"{where} ({rule_name}) match")
-    if not globs:
-        raise ConfigError(f"{where} ({rule_name}) match: expected at least one glob")
-    justification = raw.get("justification", "")
-    if not isinstance(justification, str):
-        raise ConfigError(f"{where} ({rule_name}) justification: expected a string")
-    return RetentionRule(rule_name, globs, parse_duration(raw["max_age"], f"{where} ({rule_name}) max_age"),
-                         justification)
+def describe_policy(policy: Policy) -> list[str]:
+    """Lines for a person summarising a valid policy (what ``check-config`` prints).
+
+    In order: one line per retention rule (name, maximum age in days, globs,
+    justification), the default for items no rule matches, the limits that differ from
+    the defaults, and the excludes.
+    """
+    lines: list[str] = []
+    if not policy.rules:
+        lines.append("retention rules: none")
+    for i, rule in enumerate(policy.rules, 1):
+        why = f"justification: {rule.justification}" if rule.justification else "no justification given"
+        lines.append(f"rule #{i} {_show(rule.name)}: max age {_day_count(rule.max_age_days)}; "
+                     f"matches {', '.join(rule.match)}; {why}")
+    if policy.default_max_age_days is None:
+        lines.append("no default: items matching no rule are not judged")
+    else:
+        lines.append(f"default: items matching no rule may be {_day_count(policy.default_max_age_days)} old")
+    defaults = Limits()
+    changed = [f.name for f in dataclasses.fields(Limits)
+               if getattr(policy.limits, f.name) != getattr(defaults, f.name)]
+    if not changed:
+        lines.append("limits: the defaults")
+    for key in changed:
+        lines.append(f"limit {key} = {_show_limit(key, getattr(policy.limits, key))} "
+                     f"(default {_show_limit(key, getattr(defaults, key))})")
+    lines.append(f"exclude: {', '.join(policy.excludes)}" if policy.excludes else "exclude: nothing")
+    return lines
 
 
-def _limits(raw: dict[str, Any], where: str) -> Limits:
-    fields = {f.name: f for f in dataclasses.fields(Limits)}
-    _only(raw, set(fields), where)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        default = getattr(Limits(), key)
-        if key.endswith(("_bytes", "_memory")):
-            parsed: int | float = parse_size(value, f"{where} {key}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{where} {key}: expected a number, got {value!r}")
-            parsed = float(value)
+# Where a value sits in the document: table and key names, and 0-based indexes into arrays
+# (the n-th [[retention.rule]] is ("retention", "rule", n - 1)).
+_At = tuple[str | int, ...]
+
+_TOP = {"retention": "[retention]", "limits": "[limits]", "scan": "[scan]"}
+_RULE_KEYS = {"name", "match", "max_age", "justification"}
+
+
+class _Checker:
+    """Validation of one parsed document; errors are located in its text on demand."""
+
+    def __init__(self, text: str, name: str) -> None:
+        self.text = text
+        self.name = name
+        self._locator: _Locator | None = None
+
+    def fail(self, at: _At, detail: str) -> NoReturn:
+        if self._locator is None:
+            self._locator = _Locator(self.text)
+        raise ConfigError(detail, self.name, self._locator.line_of(at))
+
+    def policy(self, doc: dict[str, Any]) -> Policy:
+        self.only(doc, set(_TOP), (), "")
+        retention = self.table(doc, "retention")
+        limits = self.table(doc, "limits")
+        scan = self.table(doc, "scan")
+
+        self.only(retention, {"default_max_age", "rule"}, ("retention",), "[retention]")
+        default_days = None
+        if "default_max_age" in retention:
+            default_days = self.max_age(retention["default_max_age"], ("retention", "default_max_age"),
+                                        "[retention] default_max_age")
+        rules_raw = retention.get("rule", [])
+        if not isinstance(rules_raw, list):
+            self.fail(("retention", "rule"), "[retention] rule: expected [[retention.rule]] tables "
+                                             "(with double brackets), one per rule")
+        rules = tuple(self.rule(raw, i) for i, raw in enumerate(rules_raw))
+        first: dict[str, int] = {}
+        for i, rule in enumerate(rules):
+            if rule.name in first:
+                j = first[rule.name]
+                self.fail(("retention", "rule", i, "name"),
+                          f"{_rule_label(i, None)} name: the name {_show(rule.name)} is used twice "
+                          f"(first by [[retention.rule]] #{j + 1}{self.at_line(('retention', 'rule', j, 'name'))})")
+            first[rule.name] = i
+
+        self.only(scan, {"exclude"}, ("scan",), "[scan]")
+        excludes = self.strings(scan.get("exclude", []), ("scan", "exclude"), "[scan] exclude")
+        return Policy(default_days, rules, self.limits(limits), excludes, self.name)
+
+    def at_line(self, at: _At) -> str:
+        if self._locator is None:
+            self._locator = _Locator(self.text)
+        line = self._locator.line_of(at)
+        return f" on line {line}" if line is not None else ""
+
+    def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, dict):
+            self.fail((key,), f"{key}: expected a table {_TOP[key]}, got {_show(value)}")
+        return value
+
+    def only(self, table: dict[str, Any], allowed: set[str], at: _At, label: str) -> None:
+        unknown = [k for k in table if k not in allowed]  # document order: the first is located
+        if not unknown:
+            return
+        first = unknown[0]
+        value = table[first]
+        is_tables = isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+        if not at and (isinstance(value, dict) or is_tables):
+            what = f"table [{first}]" if isinstance(value, dict) else f"table [[{first}]]"
+            allowed_text = ", ".join(f"[{k}]" for k in sorted(allowed))
         else:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where} {key}: expected a whole number, got {value!r}")
-            parsed = value
-        if parsed <= 0:
-            raise ConfigError(f"{where} {key}: must be greater than 0")
-        values[key] = parsed
-    return Limits(**values)
+            what = f"key {_show(first)}"
+            allowed_text = ", ".join(sorted(allowed))
+        if len(unknown) > 1:
+            what += " (and " + ", ".join(_show(k) for k in unknown[1:]) + ")"
+        # Only near-certain typos: "includes" is no typo of "exclude".
+        close = difflib.get_close_matches(first, sorted(allowed), n=1, cutoff=0.85)
+        hint = f", did you mean {_show(close[0])}?" if close else ""
+        prefix = f"{label}: " if label else ""
+        self.fail((*at, first), f"{prefix}unknown {what}{hint} (allowed: {allowed_text})")
+
+    def rule(self, raw: object, i: int) -> RetentionRule:
+        at: _At = ("retention", "rule", i)
+        if not isinstance(raw, dict):
+            self.fail(at, f"{_rule_label(i, None)}: expected a table, got {_show(raw)}")
+        rule_name = raw.get("name")
+        known = rule_name if isinstance(rule_name, str) and rule_name.strip() else None
+        label = _rule_label(i, known)
+        self.only(raw, _RULE_KEYS, at, label)
+        for key in ("name", "match", "max_age"):
+            if key not in raw:
+                self.fail(at, f"{label}: missing {_show(key)}")
+        if known is None:
+            self.fail((*at, "name"), f"{label} name: expected a non-empty string, got {_show(rule_name)}")
+        match = raw["match"]
+        if isinstance(match, str):
+            if not match.strip():
+                self.fail((*at, "match"), f"{label} match: expected a non-empty glob, got {_show(match)}")
+            globs: tuple[str, ...] = (match,)
+        else:
+            globs = self.strings(match, (*at, "match"), f"{label} match")
+            if not globs:
+                self.fail((*at, "match"), f"{label} match: expected at least one glob")
+        max_age = self.max_age(raw["max_age"], (*at, "max_age"), f"{label} max_age")
+        justification = raw.get("justification", "")
+        if not isinstance(justification, str):
+            self.fail((*at, "justification"), f"{label} justification: expected a string, "
+                                               f"got {_show(justification)}")
+        return RetentionRule(known, globs, max_age, justification)
+
+    def max_age(self, value: object, at: _At, label: str) -> int:
+        days = _days(value)
+        if days is None:
+            self.fail(at, f"{label}: {_DURATION_EXPECTED}, got {_show(value)}")
+        if days < 1:
+            self.fail(at, f"{label}: must be at least 1 day, got {_show(value)}")
+        if days > _MAX_AGE_DAYS:
+            self.fail(at, f"{label}: must be at most 1000y ({_MAX_AGE_DAYS} days), got {_show(value)}")
+        return days
+
+    def strings(self, value: object, at: _At, label: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(at, f"{label}: expected a list of non-empty strings, got {_show(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.fail((*at, i), f"{label}: expected a list of non-empty strings, "
+                                     f"item {i + 1} is {_show(item)}")
+        return tuple(value)
+
+    def limits(self, raw: dict[str, Any]) -> Limits:
+        defaults = Limits()
+        self.only(raw, {f.name for f in dataclasses.fields(Limits)}, ("limits",), "[limits]")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            at, label = ("limits", key), f"[limits] {key}"
+            parsed: int | float
+            if _is_size(key):
+                size = _bytes(value)
+                if size is None:
+                    self.fail(at, f"{label}: {_SIZE_EXPECTED}, got {_show(value)}")
+                parsed = size
+            elif isinstance(getattr(defaults, key), float):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    self.fail(at, f"{label}: expected a number, got {_show(value)}")
+                parsed = float(value)
+            else:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    self.fail(at, f"{label}: expected a whole number, got {_show(value)}")
+                parsed = value
+            if not parsed > 0:  # also rejects nan
+                self.fail(at, f"{label}: must be greater than 0, got {_show(value)}")
+            values[key] = parsed
+        return Limits(**values)
 
 
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: [{key}] must be a table")
-    return value
+def _rule_label(i: int, name: str | None) -> str:
+    return f"[[retention.rule]] #{i + 1}" + (f" ({name})" if name is not None else "")
 
 
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{where}: expected a list of non-empty strings")
-    return tuple(value)
+def _is_size(key: str) -> bool:
+    return key.endswith(("_bytes", "_memory"))
 
 
-def _only(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(k) for k in unknown)} (allowed: {', '.join(sorted(allowed))})")
+_TOML_POSITION = re.compile(r"^(?P<detail>.*?)\s*\((?:at line (?P<line>\d+), column \d+|at end of document)\)$",
+                            re.DOTALL)
+
+
+def _toml_position(message: str, text: str) -> tuple[str, int | None]:
+    """tomllib's message without its position, and the 1-based line it names."""
+    m = _TOML_POSITION.match(message)
+    if m is None:
+        return message, None
+    if m["line"] is not None:
+        return m["detail"], int(m["line"])
+    # "at end of document": the last line that has anything on it.
+    return m["detail"], max(1, len(text.rstrip("\r\n").split("\n")))
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML (strings in double quotes), or its kind."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return type(value).__name__
+
+
+def _day_count(days: int) -> str:
+    return "1 day" if days == 1 else f"{days} days"
+
+
+def _show_limit(key: str, value: float) -> str:
+    if _is_size(key):
+        size = int(value)
+        for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+            if size and size % _UNITS[unit] == 0:
+                return f"{size // _UNITS[unit]} {unit}"
+        return f"{size} bytes"
+    if isinstance(value, float):
+        text = f"{value:g}"
+        return f"{text} s" if key.endswith("_seconds") else text
+    return str(value)
+
+
+class _Stop(Exception):
+    """The locator met something it does not understand; it keeps what it found."""
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR = re.compile(r"[^,\]}\r\n#]+")
+
+
+class _Locator:
+    """The 1-based lines of tables, keys and array items in TOML text.
+
+    tomllib keeps no positions, so this re-reads text that tomllib has accepted, following
+    just enough of the grammar (headers, dotted and quoted keys, strings, arrays and inline
+    tables) to know where each value is. It is lenient: on anything unexpected it stops and
+    keeps what it found, and a caller falls back to the enclosing table or to no line.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.i = 0
+        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self.lines: dict[_At, int] = {}
+        self.tables_in_arrays: dict[_At, int] = {}  # [[x]] path -> how many so far
+        try:
+            self.document()
+        except (_Stop, IndexError, ValueError, tomllib.TOMLDecodeError):
+            pass
+
+    def line_of(self, at: _At) -> int | None:
+        """The line of ``at``, else of the nearest enclosing table or key that was found."""
+        while at:
+            if at in self.lines:
+                return self.lines[at]
+            at = at[:-1]
+        return None
+
+    def record(self, at: _At, pos: int) -> None:
+        self.lines.setdefault(at, bisect.bisect_left(self.newlines, pos) + 1)
+
+    def record_path(self, at: _At, pos: int) -> None:
+        """A header's table and the tables it creates on the way (``[a.b]`` creates ``a``)."""
+        for n in range(1, len(at) + 1):
+            self.record(at[:n], pos)
+
+    def document(self) -> None:
+        table: _At = ()
+        while True:
+            self.skip_blank()
+            if self.i >= len(self.text):
+                return
+            start = self.i
+            if self.text.startswith("[[", start):
+                self.i += 2
+                keys = self.key()
+                self.expect("]]")
+                base = (*self.resolve(keys[:-1]), keys[-1])
+                count = self.tables_in_arrays.get(base, 0)
+                self.tables_in_arrays[base] = count + 1
+                table = (*base, count)
+                self.record_path(table, start)
+            elif self.text[start] == "[":
+                self.i += 1
+                keys = self.key()
+                self.expect("]")
+                table = self.resolve(keys)
+                self.record_path(table, start)
+            else:
+                self.key_value(table)
+
+    def resolve(self, keys: list[str]) -> _At:
+        # In a header, a name that is an array of tables means its latest table.
+        at: _At = ()
+        for key in keys:
+            at = (*at, key)
+            if at in self.tables_in_arrays:
+                at = (*at, self.tables_in_arrays[at] - 1)
+        return at
+
+    def key_value(self, table: _At) -> None:
+        start = self.i
+        keys = self.key()
+        self.expect("=")
+        for n in range(len(table) + 1, len(table) + len(keys) + 1):
+            self.record((table + tuple(keys))[:n], start)
+        self.value(table + tuple(keys))
+
+    def key(self) -> list[str]:
+        keys: list[str] = []
+        while True:
+            self.skip_space()
+            c = self.text[self.i]
+            if c == '"':
+                keys.append(tomllib.loads("k = " + self.basic_string())["k"])
+            elif c == "'":
+                end = self.text.index("'", self.i + 1)
+                keys.append(self.text[self.i + 1:end])
+                self.i = end + 1
+            else:
+                m = _BARE_KEY.match(self.text, self.i)
+                if m is None:
+                    raise _Stop
+                keys.append(m[0])
+                self.i = m.end()
+            self.skip_space()
+            if not self.text.startswith(".", self.i):
+                return keys
+            self.i += 1
+
+    def value(self, at: _At) -> None:
+        self.skip_space()
+        text, c = self.text, self.text[self.i]
+        if text.startswith('"""', self.i) or text.startswith("'''", self.i):
+            self.multiline_string()
+        elif c == '"':
+            self.basic_string()
+        elif c == "'":
+            self.i = text.index("'", self.i + 1) + 1
+        elif c == "[":
+            self.items(at, "]", lambda n: (*at, n))
+        elif c == "{":
+            self.items(at, "}", None)
+        else:
+            m = _SCALAR.match(text, self.i)
+            if m is None:
+                raise _Stop
+            self.i = m.end()
+
+    def items(self, at: _At, close: str, index: Callable[[int], _At] | None) -> None:
+        """An array (``index`` gives each item's place) or an inline table (keys)."""
+        self.i += 1
+        n = 0
+        while True:
+            self.skip_blank()
+            if self.text[self.i] == close:
+                self.i += 1
+                return
+            if index is not None:
+                self.record(index(n), self.i)
+                self.value(index(n))
+            else:
+                self.key_value(at)
+            n += 1
+            self.skip_blank()
+            if self.text[self.i] == ",":
+                self.i += 1
+            elif self.text[self.i] != close:
+                raise _Stop
+
+    def basic_string(self) -> str:
+        start, j = self.i, self.i + 1
+        while self.text[j] != '"':
+            j += 2 if self.text[j] == "\\" else 1
+        self.i = j + 1
+        return self.text[start:self.i]
+
+    def multiline_string(self) -> None:
+        quote = self.text[self.i]
+        j = self.i + 3
+        while not self.text.startswith(quote * 3, j):
+            j += 2 if quote == '"' and self.text[j] == "\\" else 1
+            if j >= len(self.text):
+                raise _Stop
+        j += 3
+        # Up to two quotes right before the closing three belong to the string.
+        for _ in range(2):
+            if j < len(self.text) and self.text[j] == quote:
+                j += 1
+        self.i = j
+
+    def expect(self, token: str) -> None:
+        self.skip_space()
+        if not self.text.startswith(token, self.i):
+            raise _Stop
+        self.i += len(token)
+
+    def skip_space(self) -> None:
+        while self.i < len(self.text) and self.text[self.i] in " \t":
+            self.i += 1
+
+    def skip_blank(self) -> None:
+        """Spaces, newlines and comments."""
+        while self.i < len(self.text):
+            c = self.text[self.i]
+            if c in " \t\r\n":
+                self.i += 1
+            elif c == "#":
+                end = self.text.find("\n", self.i)
+                self.i = len(self.text) if end < 0 else end
+            else:
+                return

@@ -130,13 +130,13 @@ def test_help_exits_0_and_describes_exit_codes(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("policy, message", [
-    ("[limits]\nmax_archive_depht = 3\n", "unknown key 'max_archive_depht'"),
+    ("[limits]\nmax_archive_depht = 3\n", 'panscan.toml:2: [limits]: unknown key "max_archive_depht"'),
     ("[retention]\ndefault_max_age = \"ninety days\"\n", "expected a duration"),
     ("[limits]\nmax_expanded_bytes = \"4 gigs\"\n", "expected a size"),
     ("[scan]\nexclude = \"*.tmp\"\n", "list of non-empty strings"),
-    ("[nonsense]\n", "unknown key 'nonsense'"),
+    ("[nonsense]\n", "panscan.toml:1: unknown table [nonsense]"),
     ("this is not toml", "not valid TOML"),
-    ("[[retention.rule]]\nname = \"x\"\nmatch = [\"/a/*\"]\n", "missing 'max_age'"),
+    ("[[retention.rule]]\nname = \"x\"\nmatch = [\"/a/*\"]\n", 'missing "max_age"'),
 ])
 def test_bad_policy_exits_3_with_a_clear_message(clean_tree: Path, tmp_path: Path, policy: str, message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,7 +189,7 @@ def test_jsonl_as_a_subprocess_has_the_documented_schema(dirty_tree: Path, tmp_p
     assert records[-1]["type"] == "summary"
     (finding,) = [r for r in records if r["type"] == "finding"]
     assert set(finding) == {"type", "location", "version_id", "is_latest", "member", "offset", "line", "kind",
-                            "brand", "masked", "fingerprint", "confidence", "test_card", "retention"}
+                            "brand", "masked", "fingerprint", "confidence", "test_card", "retention", "change"}
     assert finding["location"] == str(dirty_tree / "payments.csv")
     assert (finding["offset"], finding["line"], finding["kind"], finding["brand"]) == (16, 2, "pan", "Visa")
     assert finding["masked"] == MASKED and len(finding["fingerprint"]) == 64
