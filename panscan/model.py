@@ -49,6 +49,10 @@ class Reason(StrEnum):
     SOURCE_OBJECT_NO_LONGER_AVAILABLE = "SOURCE_OBJECT_NO_LONGER_AVAILABLE"  # deleted since listed
 
 
+#: S3 storage classes whose data cannot be read without a restore (GetObject fails).
+ARCHIVED_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
 class Kind(StrEnum):
     PAN = "pan"
     TRACK1 = "track1"
@@ -78,6 +82,9 @@ class Item:
     device: int | None = None
     mtime_ns: int | None = None
     volume_id: str | None = None
+    # S3 non-current versions: when the version stopped being current (the LastModified of
+    # the next newer version or delete marker of the same key). POSIX seconds, UTC.
+    noncurrent_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,8 @@ class Finding:
     fingerprint: str
     confidence: Confidence
     test_card: bool
-    retention: str | None = None
+    retention: str | None = None  # "expired" when the item is older than its retention rule
+    change: str | None = None  # against the previous sweep (state): "new" or "still present"
 
     def to_record(self) -> dict[str, Any]:
         # Field by field: dataclasses.asdict deep-copies and costs more than the scan itself
@@ -119,7 +127,7 @@ class Finding:
             "is_latest": self.is_latest, "member": self.member, "offset": self.offset, "line": self.line,
             "kind": str(self.kind), "brand": self.brand, "masked": self.masked,
             "fingerprint": self.fingerprint, "confidence": str(self.confidence),
-            "test_card": self.test_card, "retention": self.retention,
+            "test_card": self.test_card, "retention": self.retention, "change": self.change,
         }
 
 
@@ -137,6 +145,9 @@ class ItemResult:
     detail: str | None = None
     bytes_scanned: int = 0
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    # Not read again: an identical item (same version, or same size, mtime and inode) was
+    # scanned completely with the same pattern set in this sweep of the state database.
+    unchanged_since_sweep: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -149,4 +160,42 @@ class ItemResult:
             "bytes_scanned": self.bytes_scanned,
             "findings": len(self.findings),
             "size": self.item.size,
+            "unchanged_since_sweep": self.unchanged_since_sweep,
         }
+
+
+#: ``Finding.retention`` of a finding in an item older than its retention rule.
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionVerdict:
+    """An item older than its retention rule: the JSON Lines ``retention`` record.
+
+    Ages are whole days, rounded down, as of the sweep's reference time; ``noncurrent_days``
+    is how long an S3 version has been non-current (None for current versions and files).
+    """
+
+    location: str
+    version_id: str | None
+    rule: str
+    age_days: int
+    max_age_days: int
+    storage_class: str | None
+    size: int | None
+    last_modified: float
+    noncurrent_days: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "type": "retention", "location": self.location, "version_id": self.version_id,
+            "rule": self.rule, "age_days": self.age_days, "max_age_days": self.max_age_days,
+            "storage_class": self.storage_class, "size": self.size,
+            "last_modified": _iso(self.last_modified), "noncurrent_days": self.noncurrent_days,
+        }
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

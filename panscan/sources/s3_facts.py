@@ -71,7 +71,9 @@ class Transition:
 @dataclass(frozen=True, slots=True)
 class LifecycleRule:
     """One lifecycle rule, reduced to what bears on retention; ``prefix`` is the rule's
-    filter prefix (``""``: the whole bucket, or a filter on tags or sizes only)."""
+    filter prefix (``""``: the whole bucket, or a filter on tags or sizes only).
+    ``narrowed``: the filter also selects by tag or object size, so the rule may leave
+    out any object under its prefix."""
 
     id: str | None
     enabled: bool
@@ -81,6 +83,7 @@ class LifecycleRule:
     noncurrent_expiration_days: int | None = None
     transitions: tuple[Transition, ...] = ()
     noncurrent_transitions: tuple[Transition, ...] = ()
+    narrowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ def _rule(rule: Mapping[str, Any]) -> LifecycleRule:
             Transition(str(t.get("StorageClass", "")), t.get("NoncurrentDays"))
             for t in rule.get("NoncurrentVersionTransitions", [])
         ),
+        narrowed=_rule_narrowed(rule),
     )
 
 
@@ -222,6 +226,17 @@ def _rule_prefix(rule: Mapping[str, Any]) -> str:
     flt = rule.get("Filter", {})
     prefix = flt.get("Prefix", flt.get("And", {}).get("Prefix", rule.get("Prefix", "")))
     return str(prefix or "")
+
+
+_NARROWING_KEYS = ("Tag", "Tags", "ObjectSizeGreaterThan", "ObjectSizeLessThan")
+
+
+def _rule_narrowed(rule: Mapping[str, Any]) -> bool:
+    # A tag or size condition means the rule cannot be relied on for every object under its
+    # prefix; S3 puts single conditions in Filter and combined ones in Filter.And.
+    flt = rule.get("Filter") or {}
+    both = flt.get("And") or {}
+    return any(cond.get(key) not in (None, [], {}) for cond in (flt, both) for key in _NARROWING_KEYS)
 
 
 def _iso(value: Any) -> str | None:
