@@ -9,11 +9,11 @@ it (``-o FILE`` is opened mode 0600 by the runner).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from panscan.model import ItemResult
+from panscan.model import Finding, ItemResult, RetentionVerdict
 
 FORMATS = ("table", "jsonl", "csv")
 
@@ -48,6 +48,45 @@ class Summary:
     exit_status: int
     pattern_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Retention (with a policy that sets ages): {"expired_items", "expired_bytes",
+    # "expired_with_card_data", "by_rule": {rule: items}, "as_of": ISO time}; None without rules.
+    retention: dict[str, Any] | None = None
+    # Against the previous sweep in the state: {"previous_sweep": id or None, "new",
+    # "still_present", "resolved", "unchanged_items"}; None with --no-state.
+    changes: dict[str, Any] | None = None
+    sweep_id: int | None = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Summary:
+        """The summary a :meth:`to_record` record describes (the state stores the record and
+        ``panscan report`` renders it again). Keys this class does not know (``started``,
+        ``panscan_version``, ...) go back to ``extra``; records from before retention and
+        change tracking read as None. Raises ValueError for anything but a summary record."""
+        if record.get("type") != "summary":
+            raise ValueError(f"not a summary record (type {record.get('type')!r})")
+        try:
+            found = record["findings"]
+            return cls(
+                items={k: int(v) for k, v in record["items"].items() if k != "total"},
+                reasons=dict(record["reasons"]),
+                findings=int(found["total"]),
+                by_kind=dict(found["by_kind"]),
+                by_brand=dict(found["by_brand"]),
+                by_confidence=dict(found["by_confidence"]),
+                test_cards=int(found["test_cards"]),
+                bytes_scanned=int(record["bytes_scanned"]),
+                duration_seconds=float(record["duration_seconds"]),
+                coverage_complete=bool(record["coverage"]["complete"]),
+                interrupted=bool(record["interrupted"]),
+                exit_status=int(record["exit_status"]),
+                pattern_version=str(record.get("pattern_version", "")),
+                extra={k: v for k, v in record.items() if k not in _RECORD_KEYS},
+                retention=record.get("retention"),
+                changes=record.get("changes"),
+                sweep_id=record.get("sweep_id"),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed summary record: {exc!r}") from None
 
     @property
     def total_items(self) -> int:
@@ -76,8 +115,17 @@ class Summary:
             "interrupted": self.interrupted,
             "pattern_version": self.pattern_version,
             "exit_status": self.exit_status,
+            "retention": self.retention,
+            "changes": self.changes,
+            "sweep_id": self.sweep_id,
             **self.extra,
         }
+
+
+# The keys Summary.to_record writes itself; every other key of a record is ``extra``.
+_RECORD_KEYS = frozenset({"type", "items", "reasons", "findings", "bytes_scanned", "duration_seconds",
+                          "coverage", "interrupted", "pattern_version", "exit_status", "retention",
+                          "changes", "sweep_id"})
 
 
 class Sink(Protocol):
@@ -89,8 +137,26 @@ class Sink(Protocol):
     def write_bucket(self, record: dict[str, Any]) -> None:
         """Record the facts of one S3 bucket (``{"type": "bucket", ...}``, already masked)."""
 
+    def write_retention(self, verdict: RetentionVerdict) -> None:
+        """Record an item older than its retention rule (called right after its
+        ``write_item``; location already masked)."""
+
+    def write_resolved(self, finding: Finding) -> None:
+        """Record a finding of the previous sweep that this sweep no longer found (called
+        after the last ``write_item``, before ``finish``)."""
+
     def finish(self, summary: Summary) -> None:
         """Write what comes at the end and flush; the stream stays open."""
+
+
+def format_size(n: int) -> str:
+    """``n`` bytes for a person: ``512 B``, ``1.5 KiB``, ... ``2.0 TiB`` (binary units)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

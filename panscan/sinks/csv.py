@@ -1,8 +1,9 @@
 """CSV report: one row per finding, with a header row.
 
 A CSV file holds one kind of row, so items and the summary do not go into it: the sink
-writes the items that were not completely scanned and the summary as text to ``notes``
-(the runner passes stderr), in the same form as the table report. Cells that a
+writes the items past retention, the findings resolved since the previous sweep, the items
+that were not completely scanned and the summary as text to ``notes`` (the runner passes
+stderr), in the same form as the table report. Cells that a
 spreadsheet would run as a formula (leading ``=``, ``+``, ``-``, ``@``) get a leading
 ``'``: file names are attacker-controlled text.
 """
@@ -12,12 +13,21 @@ from __future__ import annotations
 import csv
 from typing import Any, TextIO
 
-from panscan.model import ItemResult
+from panscan.model import Finding, ItemResult, RetentionVerdict
 from panscan.sinks.base import Summary, display
-from panscan.sinks.table import format_buckets, format_incomplete, format_summary
+from panscan.sinks.table import (
+    PastRetention,
+    format_buckets,
+    format_incomplete,
+    format_resolved,
+    format_retention,
+    format_summary,
+    is_incomplete,
+    previous_sweep,
+)
 
 COLUMNS = ("location", "version_id", "member", "offset", "line", "kind", "brand", "masked",
-           "fingerprint", "confidence", "test_card", "retention")
+           "fingerprint", "confidence", "test_card", "retention", "change")
 
 
 def _cell(value: object) -> str:
@@ -39,6 +49,8 @@ class CsvSink:
         self._writer.writerow(COLUMNS)
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
+        self._past = PastRetention()
+        self._resolved: list[Finding] = []
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.append(record)  # with the summary on the notes stream: the CSV holds findings
@@ -47,12 +59,21 @@ class CsvSink:
         for f in result.findings:
             record = f.to_record()
             self._writer.writerow([_cell(record[c]) for c in COLUMNS])
-        if result.status != "complete":
+        self._past.note_item(result)
+        if is_incomplete(result):
             self._incomplete.append(result)
+
+    def write_retention(self, verdict: RetentionVerdict) -> None:
+        self._past.add(verdict)
+
+    def write_resolved(self, finding: Finding) -> None:
+        self._resolved.append(finding)  # a row would read as present: it goes to the notes
 
     def finish(self, summary: Summary) -> None:
         self._stream.flush()
         if self._notes is not None:
-            text = format_incomplete(self._incomplete) + format_buckets(self._buckets) + format_summary(summary)
+            text = (format_retention(self._past) + format_resolved(self._resolved, previous_sweep(summary))
+                    + format_incomplete(self._incomplete) + format_buckets(self._buckets)
+                    + format_summary(summary))
             self._notes.write(text)
             self._notes.flush()

@@ -1,8 +1,10 @@
 """JSON Lines report: one object per line, schema in DESIGN.md.
 
-For each item, its ``finding`` records come first, then its ``item`` record; the
-``summary`` record is the last line. Output is ASCII (``ensure_ascii``), so names that are
-not valid UTF-8 survive as ``\\udcXX`` escapes instead of breaking the stream.
+For each item, its ``finding`` records come first, then its ``item`` record, then its
+``retention`` record when it is older than its rule; ``resolved`` records (findings of the
+previous sweep that this one no longer found) follow the last item; the ``summary`` record
+is the last line. Output is ASCII (``ensure_ascii``), so names that are not valid UTF-8
+survive as ``\\udcXX`` escapes instead of breaking the stream.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from panscan.model import ItemResult
+from panscan.model import Finding, ItemResult, RetentionVerdict
 from panscan.sinks.base import Summary
+
+#: ``change`` of a ``resolved`` record.
+RESOLVED = "resolved"
 
 
 class JsonlSink:
@@ -28,6 +33,14 @@ class JsonlSink:
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._write(record)
+
+    def write_retention(self, verdict: RetentionVerdict) -> None:
+        self._write(verdict.to_record())
+
+    def write_resolved(self, finding: Finding) -> None:
+        # The finding record's fields under its own type, so a consumer can tell "was there,
+        # is gone" from "is there" without reading the change field.
+        self._write({**finding.to_record(), "type": "resolved", "change": RESOLVED})
 
     def finish(self, summary: Summary) -> None:
         self._write(summary.to_record())

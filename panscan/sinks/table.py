@@ -1,26 +1,59 @@
-"""The default report: findings table, items not completely scanned, summary.
+"""The default report, for a person at a terminal. Sections, in order, each only when it has
+something to say:
+
+1. ``CARD DATA PAST RETENTION`` — findings in items older than their retention rule: card data
+   kept longer than policy allows (PCI DSS 3.2.1), the most severe result, so it comes first;
+2. ``Findings`` — every finding (with RETENTION and CHANGE columns when those are known);
+3. ``Past retention`` — items older than their rule, oldest first, at most
+   :data:`RETENTION_ROWS` rows (the JSON Lines report lists them all);
+4. ``Resolved since sweep N`` — findings of the previous sweep that this one no longer found;
+5. ``Items not completely scanned``, ``Buckets``, ``Summary``.
 
 Everything is written at the end (column widths need every row), so this sink keeps the
-masked findings in memory; use ``jsonl`` for very large result sets.
+masked findings in memory; use ``jsonl`` for very large result sets. Items past retention
+are counted, but only the oldest ones (and those with card data) are kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
-from panscan.model import Finding, ItemResult
-from panscan.sinks.base import EXIT_MEANINGS, Summary, display
+from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
+from panscan.sinks.base import EXIT_MEANINGS, Summary, display, format_size
 
 FINDING_COLUMNS = ("LOCATION", "MEMBER", "OFFSET", "LINE", "KIND", "BRAND", "MASKED", "CONFIDENCE", "TEST")
+EXPIRED_COLUMNS = ("LOCATION", "VERSION", "MEMBER", "MASKED", "BRAND", "RULE", "AGE (days)", "MAX AGE")
+RETENTION_COLUMNS = ("LOCATION", "VERSION", "RULE", "AGE (days)", "MAX AGE", "CLASS", "SIZE", "CARD DATA")
+RESOLVED_COLUMNS = ("LOCATION", "VERSION", "MEMBER", "KIND", "BRAND", "MASKED")
 ITEM_COLUMNS = ("STATUS", "REASON", "LOCATION", "DETAIL")
 
+#: Rows of the "Past retention" section; an account can hold millions of expired versions.
+RETENTION_ROWS = 50
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> str:
+_Key = tuple[str, str | None]  # (location, version id) of an item
+
+
+def format_table(header: Sequence[str], rows: list[list[str]]) -> str:
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _drop_version_column(header: Sequence[str], rows: list[list[str]],
+                         versions: Iterable[str | None]) -> tuple[Sequence[str], list[list[str]]]:
+    """Without S3 versions (files only), the VERSION column (index 1) would be all dashes."""
+    if any(v is not None for v in versions):
+        return header, rows
+    return (header[0], *header[2:]), [[r[0], *r[2:]] for r in rows]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# Findings
 
 
 def format_findings(findings: list[Finding]) -> str:
@@ -29,20 +62,155 @@ def format_findings(findings: list[Finding]) -> str:
     rows = [[display(f.location), display(f.member or "-"), str(f.offset), str(f.line or "?"),
              str(f.kind), f.brand, f.masked, str(f.confidence), "yes" if f.test_card else ""]
             for f in findings]
-    header: Sequence[str] = FINDING_COLUMNS
+    header: list[str] = list(FINDING_COLUMNS)
     if any(f.version_id is not None for f in findings):
         # Object versions: an assessor must see which version holds the data and whether it is
         # an old one (hidden behind a newer version or a delete marker).
-        header = (*FINDING_COLUMNS[:1], "VERSION", *FINDING_COLUMNS[1:])
+        header.insert(1, "VERSION")
         for f, row in zip(findings, rows, strict=True):
             row.insert(1, _version(f))
-    return f"Findings ({len(findings)})\n" + _table(header, rows) + "\n"
+    if any(f.retention is not None for f in findings):
+        header.append("RETENTION")
+        for f, row in zip(findings, rows, strict=True):
+            row.append("EXPIRED" if f.retention == EXPIRED else display(f.retention or ""))
+    if any(f.change is not None for f in findings):
+        header.append("CHANGE")
+        for f, row in zip(findings, rows, strict=True):
+            row.append(display(f.change or ""))
+    return f"Findings ({len(findings)})\n" + format_table(header, rows) + "\n"
 
 
 def _version(f: Finding) -> str:
     if f.version_id is None:
         return "-"
     return f"{display(f.version_id)}{'' if f.is_latest else ' (non-current)'}"
+
+
+def _verdict_version(v: RetentionVerdict) -> str:
+    if v.version_id is None:
+        return "-"
+    return f"{display(v.version_id)}{'' if v.noncurrent_days is None else ' (non-current)'}"
+
+
+def _finding_order(f: Finding) -> tuple[str, str, str, int]:
+    return (f.location, f.version_id or "", f.member or "", f.offset)
+
+
+# Retention
+
+
+class PastRetention:
+    """What a report keeps of the items past retention: how many and how many bytes, the
+    oldest :attr:`limit` of them, and the verdicts of those that held card data.
+
+    Call :meth:`note_item` for every item and :meth:`add` for its verdict after it (the
+    order the runner keeps), so the verdict knows whether its item had findings.
+    """
+
+    def __init__(self, limit: int = RETENTION_ROWS) -> None:
+        self.limit = limit
+        self.count = 0
+        self.bytes = 0
+        self.with_card_data: dict[_Key, RetentionVerdict] = {}
+        self._items_with_findings: set[_Key] = set()
+        self._oldest: list[RetentionVerdict] = []
+
+    def note_item(self, result: ItemResult) -> None:
+        if result.findings:
+            self._items_with_findings.add((result.item.location, result.item.version_id))
+
+    def add(self, verdict: RetentionVerdict) -> None:
+        self.count += 1
+        self.bytes += verdict.size or 0
+        key = (verdict.location, verdict.version_id)
+        if key in self._items_with_findings:
+            self.with_card_data[key] = verdict
+        self._oldest.append(verdict)
+        if len(self._oldest) >= 2 * self.limit:
+            self._trim()  # amortised: memory stays at most twice the rows shown
+
+    def oldest(self) -> list[RetentionVerdict]:
+        """The oldest :attr:`limit` verdicts, oldest first."""
+        self._trim()
+        return list(self._oldest)
+
+    def _trim(self) -> None:
+        self._oldest.sort(key=_oldest_first)
+        del self._oldest[self.limit:]
+
+
+def _oldest_first(v: RetentionVerdict) -> tuple[int, float, str, str]:
+    return (-v.age_days, v.last_modified, v.location, v.version_id or "")
+
+
+def format_expired_findings(findings: list[Finding], past: PastRetention) -> str:
+    """Findings in items older than their retention rule, oldest item first."""
+    expired = [f for f in findings if f.retention == EXPIRED]
+    if not expired:
+        return ""
+
+    def verdict(f: Finding) -> RetentionVerdict | None:
+        return past.with_card_data.get((f.location, f.version_id))
+
+    def order(f: Finding) -> tuple[int, tuple[str, str, str, int]]:
+        v = verdict(f)
+        return (-(v.age_days if v else -1), _finding_order(f))
+
+    expired.sort(key=order)
+    rows = []
+    for f in expired:
+        v = verdict(f)
+        rows.append([display(f.location), _version(f), display(f.member or "-"), f.masked, f.brand,
+                     display(v.rule) if v else "-", str(v.age_days) if v else "-",
+                     str(v.max_age_days) if v else "-"])
+    header, rows = _drop_version_column(EXPIRED_COLUMNS, rows, (f.version_id for f in expired))
+    return (f"CARD DATA PAST RETENTION ({len(expired)})\n"
+            "Card numbers in items kept longer than their retention rule allows (PCI DSS 3.2.1).\n"
+            + format_table(header, rows) + "\n")
+
+
+def format_retention(past: PastRetention) -> str:
+    """The items older than their rule, oldest first, at most ``past.limit`` rows."""
+    if not past.count:
+        return ""
+    shown = past.oldest()
+    rows = [[display(v.location), _verdict_version(v), display(v.rule), str(v.age_days), str(v.max_age_days),
+             display(v.storage_class or "-"), format_size(v.size) if v.size is not None else "-",
+             "yes" if (v.location, v.version_id) in past.with_card_data else ""]
+            for v in shown]
+    header, rows = _drop_version_column(RETENTION_COLUMNS, rows, (v.version_id for v in shown))
+    text = f"Past retention ({_plural(past.count, 'item')}, {format_size(past.bytes)})\n" + format_table(header, rows)
+    if past.count > len(shown):
+        text += f"... and {past.count - len(shown)} more (see --format jsonl)\n"
+    return text + "\n"
+
+
+# Changes
+
+
+def format_resolved(findings: list[Finding], previous_sweep: Any = None) -> str:
+    """Findings of the previous sweep that this sweep no longer found."""
+    if not findings:
+        return ""
+    ordered = sorted(findings, key=_finding_order)
+    rows = [[display(f.location), _version(f), display(f.member or "-"), str(f.kind), f.brand, f.masked]
+            for f in ordered]
+    header, rows = _drop_version_column(RESOLVED_COLUMNS, rows, (f.version_id for f in ordered))
+    since = f"sweep {previous_sweep}" if previous_sweep is not None else "the previous sweep"
+    return f"Resolved since {since} ({len(findings)})\n" + format_table(header, rows) + "\n"
+
+
+def previous_sweep(summary: Summary) -> Any:
+    return (summary.changes or {}).get("previous_sweep")
+
+
+# Items, buckets
+
+
+def is_incomplete(result: ItemResult) -> bool:
+    """Whether a report lists ``result`` as not completely scanned. An item not read again
+    because it is unchanged since a sweep that read it completely is complete."""
+    return result.status != Status.COMPLETE and result.unchanged_since_sweep is None
 
 
 BUCKET_COLUMNS = ("BUCKET", "VERSIONING", "ENCRYPTION", "LOGGING", "LIFECYCLE", "OBJECT LOCK",
@@ -56,7 +224,7 @@ def format_buckets(records: list[dict[str, Any]]) -> str:
     rows = [[display(str(r.get("bucket", "?"))), *(_fact(r.get(k)) for k in
              ("versioning", "encryption", "logging", "lifecycle", "object_lock", "public_access_block"))]
             for r in sorted(records, key=lambda r: str(r.get("bucket")))]
-    return f"Buckets ({len(records)})\n" + _table(BUCKET_COLUMNS, rows) + "\n"
+    return f"Buckets ({len(records)})\n" + format_table(BUCKET_COLUMNS, rows) + "\n"
 
 
 def _fact(value: Any) -> str:
@@ -76,20 +244,50 @@ def format_incomplete(results: list[ItemResult]) -> str:
         return ""
     rows = [[str(r.status), str(r.reason or "-"), display(r.item.location), display(r.detail or "")]
             for r in results]
-    return f"Items not completely scanned ({len(results)})\n" + _table(ITEM_COLUMNS, rows) + "\n"
+    return f"Items not completely scanned ({len(results)})\n" + format_table(ITEM_COLUMNS, rows) + "\n"
+
+
+# Summary
 
 
 def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return ", ".join(f"{display(str(k))} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+_size = format_size  # the name this module used before format_size moved to base
+
+
+def _retention_line(r: dict[str, Any]) -> str:
+    expired = int(r.get("expired_items") or 0)
+    if not expired:
+        text = "nothing past retention"
+    else:
+        text = (f"{_plural(expired, 'item')} past retention ({format_size(int(r.get('expired_bytes') or 0))}),"
+                f" {int(r.get('expired_with_card_data') or 0)} with card data")
+        if r.get("by_rule"):
+            text += f"; by rule: {_counts(r['by_rule'])}"
+    if r.get("as_of"):
+        text += f"; as of {display(str(r['as_of']))}"
+    return text
+
+
+def _changes_line(c: dict[str, Any]) -> str:
+    prev = c.get("previous_sweep")
+    since = f"since sweep {prev}" if prev is not None else "no previous sweep"
+    parts = [f"{c.get('new', 0)} new", f"{c.get('still_present', 0)} still present",
+             f"{c.get('resolved', 0)} resolved",
+             f"{c.get('unchanged_items', 0)} unchanged items not re-read"]
+    if "unverified" in c:
+        parts.append(f"{c['unverified']} unverified")
+    return f"{since}: " + ", ".join(parts)
+
+
+def _exit_meaning(s: Summary) -> str:
+    meaning = EXIT_MEANINGS.get(s.exit_status, "")
+    expired = int((s.retention or {}).get("expired_items") or 0)
+    if s.exit_status == 1 and expired:
+        return "card data found, data past retention" if s.findings else "data past retention found"
+    return meaning
 
 
 def format_summary(s: Summary) -> str:
@@ -102,12 +300,18 @@ def format_summary(s: Summary) -> str:
         found += (f" (by kind: {_counts(s.by_kind)}; by brand: {_counts(s.by_brand)};"
                   f" by confidence: {_counts(s.by_confidence)}; published test cards: {s.test_cards})")
     lines.append(found)
-    lines.append(f"  scanned:       {_size(s.bytes_scanned)} in {s.duration_seconds:.1f} s")
+    if s.retention is not None:
+        lines.append(f"  retention:     {_retention_line(s.retention)}")
+    if s.changes is not None:
+        lines.append(f"  changes:       {_changes_line(s.changes)}")
+    lines.append(f"  scanned:       {format_size(s.bytes_scanned)} in {s.duration_seconds:.1f} s")
     coverage = "complete" if s.coverage_complete else "INCOMPLETE"
     if s.interrupted:
         coverage += " (interrupted)"
     lines.append(f"  coverage:      {coverage}")
-    lines.append(f"  exit status:   {s.exit_status} ({EXIT_MEANINGS.get(s.exit_status, '')})")
+    if s.sweep_id is not None:
+        lines.append(f"  sweep:         {s.sweep_id}")
+    lines.append(f"  exit status:   {s.exit_status} ({_exit_meaning(s)})")
     return "\n".join(lines) + "\n"
 
 
@@ -117,18 +321,33 @@ class TableSink:
         self._findings: list[Finding] = []
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
+        self._past = PastRetention()
+        self._resolved: list[Finding] = []
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.append(record)
 
     def write_item(self, result: ItemResult) -> None:
         self._findings.extend(result.findings)
-        if result.status != "complete":
+        self._past.note_item(result)
+        if is_incomplete(result):
             self._incomplete.append(result)
 
+    def write_retention(self, verdict: RetentionVerdict) -> None:
+        self._past.add(verdict)
+
+    def write_resolved(self, finding: Finding) -> None:
+        self._resolved.append(finding)
+
     def finish(self, summary: Summary) -> None:
-        self._findings.sort(key=lambda f: (f.location, f.member or "", f.offset))
+        self._findings.sort(key=_finding_order)
         self._incomplete.sort(key=lambda r: r.item.location)
-        self._stream.write(format_findings(self._findings) + format_incomplete(self._incomplete)
-                           + format_buckets(self._buckets) + format_summary(summary))
+        self._stream.write(
+            format_expired_findings(self._findings, self._past)
+            + format_findings(self._findings)
+            + format_retention(self._past)
+            + format_resolved(self._resolved, previous_sweep(summary))
+            + format_incomplete(self._incomplete)
+            + format_buckets(self._buckets)
+            + format_summary(summary))
         self._stream.flush()
