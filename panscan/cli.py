@@ -11,12 +11,13 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from panscan import __version__
-from panscan.config import ConfigError, Policy, load_policy, parse_size
-from panscan.engine.runner import EXIT_INCOMPLETE, EXIT_USAGE, ScanOptions, UsageError, run_scan
+from panscan.config import ConfigError, Policy, describe_policy, load_policy, parse_size
+from panscan.engine.runner import EXIT_INCOMPLETE, EXIT_USAGE, ScanOptions, UsageError, run_scan, state_path
 from panscan.findings.mask import mask_text
 from panscan.sinks.base import FORMATS
 
@@ -42,11 +43,15 @@ examples:
   panscan scan /srv/data                       table report on stdout
   panscan scan /var/log --format jsonl -o r.jsonl --exclude '*.journal'
   panscan scan /mnt/vol1 --policy panscan.toml --workers 8
+  panscan scan s3://acme-payments --policy panscan.toml --format jsonl -o sweep.jsonl
 
-Reports (-o FILE) are created with mode 0600. The fingerprint key is kept beside the state
-(--state PATH: in PATH's directory; by default $XDG_STATE_HOME/panscan or
-~/.local/state/panscan); with --no-state a temporary key is used and removed at exit, so
-fingerprints are not comparable across runs.
+Reports (-o FILE) are created with mode 0600. Sweeps are recorded in the state database
+(--state PATH; by default $XDG_STATE_HOME/panscan/state.db or ~/.local/state/panscan/state.db),
+which holds masked results only, with the fingerprint key beside it. A later scan of the same
+targets does not read again what has not changed (S3 versions, files with the same size,
+mtime and inode) unless the patterns changed, marks findings "new" or "still present", lists
+those resolved since, and resumes a sweep that was killed. With --no-state every item is read
+and a temporary key is used, so fingerprints are not comparable across runs.
 
 """ + EPILOG
 
@@ -93,6 +98,32 @@ def _chunk_size(text: str) -> int:
     return value
 
 
+def _as_of(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a date or time such as 2026-09-30 or 2026-09-30T12:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # ages are judged in UTC
+    return when.timestamp()
+
+
+def _sweep_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("expected a sweep number (see the summary of a scan)")
+    return int(text)
+
+
+def _add_state_options(group: argparse._ArgumentGroup) -> None:
+    state = group.add_mutually_exclusive_group()
+    state.add_argument("--state", type=Path, metavar="PATH",
+                       help="state database (default: $XDG_STATE_HOME/panscan/state.db or "
+                            "~/.local/state/panscan/state.db); the fingerprint key lives in its directory")
+    state.add_argument("--no-state", action="store_true",
+                       help="keep no state: every item is read, nothing is compared with earlier sweeps, "
+                            "and a temporary fingerprint key is used and removed at exit")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="panscan", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,13 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "only; incomplete items and the summary go to stderr)")
     out.add_argument("-o", "--output", type=Path, metavar="FILE",
                      help="write the report to FILE (mode 0600) instead of stdout")
-    state = out.add_mutually_exclusive_group()
-    state.add_argument("--state", type=Path, metavar="PATH",
-                       help="state database path; the fingerprint key lives in its directory")
-    state.add_argument("--no-state", action="store_true",
-                       help="use a temporary fingerprint key, removed at exit")
+    _add_state_options(out)
     out.add_argument("--policy", type=Path, metavar="FILE",
-                     help="panscan.toml: limits, excludes and retention rules (validated before scanning)")
+                     help="panscan.toml: limits, excludes and retention rules (validated before scanning); "
+                          "items older than their rule are reported, and card data in them first")
+    out.add_argument("--as-of", type=_as_of, metavar="TIME",
+                     help="judge retention ages as of TIME (e.g. 2026-09-30 or 2026-09-30T12:00:00Z, UTC "
+                          "unless a zone is given; default: now)")
 
     walk = scan.add_argument_group("what to scan")
     walk.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -157,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     planned.add_argument("--engine", choices=("local", "dask"), default="local",
                          help="only 'local' is available")
 
+    _add_retention_parser(commands)
+    _add_stored_parsers(commands)
+    check = commands.add_parser(
+        "check-config", help="validate a policy file (panscan.toml)",
+        description="Validate a policy file and print what it says; errors name the line.",
+        epilog="exit status: 0 valid, 3 invalid", formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("policy_file", type=Path, metavar="FILE")
+
     patterns = commands.add_parser(
         "patterns", help="the detection patterns: self-test",
         description="Commands about the detection patterns (patterns/ in the package).")
@@ -172,6 +211,64 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--format", choices=("table", "jsonl"), default="table",
                           help="table (default) or jsonl (one record per format, then a summary)")
     return parser
+
+
+RETENTION_EPILOG = """\
+exit status:
+  0  nothing past retention, and every S3 bucket's lifecycle can enforce the policy
+  1  items past retention, or a bucket whose lifecycle cannot enforce the policy
+  2  nothing flagged, but a target could not be listed completely (or interrupted)
+  3  usage or configuration error
+
+No object or file is read: ages come from metadata (file mtime, S3 LastModified and, for
+non-current versions, when they became non-current). Use 'panscan scan --policy' to find
+card data in the items past retention."""
+
+
+def _add_retention_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ret = commands.add_parser(
+        "retention", help="metadata-only sweep: what is older than the policy allows",
+        description="List every target and judge each item's age against the retention policy, without\n"
+                    "reading any content: counts and bytes past retention per rule, per bucket or\n"
+                    "directory and per storage class, the oldest items, and S3 buckets whose lifecycle\n"
+                    "rules cannot enforce the policy.",
+        epilog=RETENTION_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ret.add_argument("targets", nargs="+", metavar="TARGET",
+                     help="a file or directory, s3://bucket[/prefix], s3:// or s3-inventory://bucket/manifest.json")
+    ret.add_argument("--policy", type=Path, metavar="FILE", required=True,
+                     help="panscan.toml with a default_max_age or [[retention.rule]] entries")
+    ret.add_argument("--format", choices=("table", "jsonl"), default="table",
+                     help="table (default) or jsonl (a retention record per item past retention, "
+                          "lifecycle_gap records, then a retention_summary record)")
+    ret.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE (mode 0600)")
+    ret.add_argument("--as-of", type=_as_of, metavar="TIME", help="judge ages as of TIME (default: now)")
+    ret.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matching locations")
+    ret.add_argument("--latest-only", action="store_true", help="S3: judge current versions only")
+    ret.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links")
+    ret.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
+
+
+def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    report = commands.add_parser(
+        "report", help="render a sweep stored in the state database",
+        description="Render a stored sweep (default: the latest) in any report format, with its\n"
+                    "retention records and the findings resolved since the sweep before it.",
+        epilog="exit status: that sweep's exit status (0, 1 or 2), or 3 for a usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("--sweep", type=_sweep_id, metavar="ID", help="sweep number (default: the latest)")
+    report.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE (mode 0600)")
+    report.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
+
+    jobs = commands.add_parser(
+        "jobs", help="pending S3 restores and Glacier jobs in the state database",
+        description="List the S3 restores requested by 'scan --restore' that no scan has read yet, and\n"
+                    "pending Glacier jobs.",
+        epilog="exit status: 0 nothing pending, 2 something pending, 3 usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    jobs.add_argument("--format", choices=("table", "jsonl"), default="table")
+    jobs.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
+    jobs.add_argument("--collect", action="store_true", help=argparse.SUPPRESS)
 
 
 def _unavailable(args: argparse.Namespace) -> str | None:
@@ -225,6 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "patterns":
             return _patterns_test(args)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "retention":
+            return _retention(args)
+        if args.command == "report":
+            from panscan.engine.stored import run_report
+
+            return run_report(state_path(args.state), args.sweep, args.format, args.output)
+        if args.command == "jobs":
+            if args.collect:
+                raise UsageError("--collect is not available yet in this version (it collects Glacier jobs)")
+            from panscan.engine.stored import run_jobs
+
+            return run_jobs(state_path(args.state), args.format)
         return _scan(args)
     except (UsageError, ConfigError) as exc:
         _say(f"panscan: error: {exc}")
@@ -239,6 +350,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.propagate = propagate
         logging.raiseExceptions = raise_exceptions
         handler.flush()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy_file)
+    for line in describe_policy(policy):
+        print(mask_text(line))
+    print(mask_text(f"{args.policy_file}: valid"))
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from panscan.engine.retention_sweep import RetentionOptions, run_retention
+
+    opts = RetentionOptions(
+        targets=tuple(args.targets), policy=load_policy(args.policy), fmt=args.format, output=args.output,
+        excludes=tuple(args.exclude), latest_only=args.latest_only, follow_symlinks=args.follow_symlinks,
+        endpoint_url=args.endpoint_url, as_of=args.as_of)
+    return run_retention(opts)
 
 
 def _patterns_test(args: argparse.Namespace) -> int:
@@ -262,7 +391,7 @@ def _scan(args: argparse.Namespace) -> int:
         targets=tuple(args.targets), fmt=args.format, output=args.output, workers=args.workers,
         policy=policy, state=args.state, no_state=args.no_state, excludes=tuple(args.exclude),
         follow_symlinks=args.follow_symlinks, latest_only=args.latest_only, endpoint_url=args.endpoint_url,
-        restore=None if args.restore in (None, "none") else args.restore.capitalize(),
+        restore=None if args.restore in (None, "none") else args.restore.capitalize(), as_of=args.as_of,
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
     )
     return run_scan(opts)

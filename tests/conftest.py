@@ -12,6 +12,7 @@ Every test runs with
   and instance-metadata endpoint pointed at an unused loopback port, so a client a test forgot to
   point at its moto server fails fast on loopback instead of calling AWS; ``~/.aws`` is not read.
 
+- a fresh ``XDG_STATE_HOME`` (the default state database and key) per test;
 - a scratch working directory: each test starts in an empty directory outside the checkout, so
   ``python -m panscan`` and ``python -c`` subprocesses import the *installed* package (as a user's
   would) instead of the checkout's ``panscan/`` shadowing it from the current directory; that
@@ -138,6 +139,15 @@ def scratch_cwd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _run_outside_the_checkout(monkeypatch: pytest.MonkeyPatch, scratch_cwd: Path) -> None:
     monkeypatch.chdir(scratch_cwd)
+
+
+@pytest.fixture(autouse=True)
+def state_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh ``XDG_STATE_HOME`` per test: the default state database and fingerprint key of
+    one test are never seen by another, nor by the user running the tests."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
 
 
 @pytest.fixture(autouse=True)

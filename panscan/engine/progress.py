@@ -37,11 +37,15 @@ class Progress:
 
     def update(self, result: ItemResult) -> None:
         """Count one finished item."""
+        self.count(result.bytes_scanned)
+
+    def count(self, nbytes: int) -> None:
+        """Count one item of ``nbytes`` (read, or listed by a metadata-only sweep)."""
         self.items += 1
-        self.bytes += result.bytes_scanned
+        self.bytes += nbytes
         if self._bars:
             self._items_bar.update(1)
-            self._bytes_bar.update(result.bytes_scanned)
+            self._bytes_bar.update(nbytes)
 
     def close(self) -> None:
         for bar in self._bars:

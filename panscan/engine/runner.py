@@ -22,8 +22,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -34,17 +34,20 @@ from panscan import __version__
 from panscan.config import Policy
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
 from panscan.engine.progress import Progress
+from panscan.engine.sweep import Sweep
 from panscan.engine.worker import WorkerContext
 from panscan.findings.mask import load_or_create_key, mask_result, mask_text
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
-from panscan.model import Item, ItemResult, Status
+from panscan.model import Item, ItemResult, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
 from panscan.sources.files import WalkOptions, enumerate_files
+from panscan.state import State, StateError
 
 logger = logging.getLogger(__name__)
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2, 3
+STATE_FILE = "state.db"
 
 
 class UsageError(Exception):
@@ -55,9 +58,9 @@ class UsageError(Exception):
 class ScanOptions:
     """A scan as the CLI asked for it; plain data.
 
-    ``state`` is the state database path: the fingerprint key lives in its directory (the
-    database itself comes with a later issue). ``None`` means the default state directory,
-    ``no_state`` a temporary key directory removed when the scan ends. ``latest_only``
+    ``state`` is the state database path; the fingerprint key lives in its directory.
+    ``None`` means ``state.db`` in the default state directory, ``no_state`` no database and
+    a temporary key directory removed when the scan ends. ``latest_only``
     restricts S3 targets to current versions; ``endpoint_url`` replaces the AWS endpoint for
     this scan (coordinator and workers alike).
     """
@@ -78,6 +81,7 @@ class ScanOptions:
     endpoint_url: str | None = None
     split_threshold: int = SPLIT_THRESHOLD
     range_size: int = RANGE_SIZE
+    as_of: float | None = None  # judge retention as of this time (POSIX seconds); None: now
 
 
 def default_state_dir() -> Path:
@@ -101,6 +105,29 @@ def key_directory(state: Path | None, no_state: bool) -> Iterator[Path]:
         yield default_state_dir()
 
 
+def state_path(state: Path | None) -> Path:
+    """The state database a scan uses: ``--state PATH``, else ``state.db`` in the default
+    state directory."""
+    return state.expanduser().absolute() if state is not None else default_state_dir() / STATE_FILE
+
+
+@contextlib.contextmanager
+def open_state(path: Path | None) -> Iterator[State | None]:
+    """The state database at ``path`` (None: no state), closed at the end; a database that
+    cannot be opened is a usage error (exit 3) before anything is scanned."""
+    if path is None:
+        yield None
+        return
+    try:
+        state = State.open(path)
+    except StateError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield state
+    finally:
+        state.close()
+
+
 def check_targets(targets: tuple[str, ...]) -> None:
     """Reject targets this version cannot scan (exit 3 before any work)."""
     for target in targets:
@@ -120,7 +147,8 @@ def check_targets(targets: tuple[str, ...]) -> None:
 
 
 def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: bool = False,
-                      restore: str | None = None) -> Iterator[Item | ItemResult]:
+                      restore: str | None = None,
+                      restore_pending: Callable[[Item], bool] | None = None) -> Iterator[Item | ItemResult]:
     """The records of every target, in the order given; runs of consecutive local paths and
     of consecutive ``s3://`` targets are each listed by their source, and an
     ``s3-inventory://`` target takes its listing from the S3 Inventory report it names."""
@@ -132,7 +160,7 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: 
             from panscan.sources.s3 import S3Options, enumerate_s3
 
             yield from enumerate_s3(run, S3Options(latest_only=latest_only, excludes=walk.excludes,
-                                                   restore=restore))
+                                                   restore=restore, restore_pending=restore_pending))
         elif kind == "inventory":
             from panscan.sources.aws import client
             from panscan.sources.s3_inventory import enumerate_inventory
@@ -152,7 +180,7 @@ def _target_kind(target: str) -> str:
     return "path"
 
 
-def _report_bucket(item: Item, seen: set[str], sink: Sink) -> None:
+def _report_bucket(item: Item, seen: set[str], sink: Sink, sweep: Sweep | None = None) -> None:
     """Write the facts of an S3 bucket the first time one of its objects is reported."""
     if item.source != "s3" or not item.location.startswith("s3://"):
         return
@@ -164,16 +192,20 @@ def _report_bucket(item: Item, seen: set[str], sink: Sink) -> None:
     from panscan.sources.s3_facts import bucket_facts
 
     # Bucket names are names like any other: they may hold a number, so every text is masked.
-    sink.write_bucket(_masked_record(bucket_facts(client("s3"), bucket).to_record()))
+    record = masked_record(bucket_facts(client("s3"), bucket).to_record())
+    sink.write_bucket(record)
+    if sweep is not None:
+        sweep.record_bucket(record)
 
 
-def _masked_record(value: Any) -> Any:
+def masked_record(value: Any) -> Any:
+    """``value`` (a JSON-like record) with every string masked."""
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: _masked_record(v) for k, v in value.items()}
+        return {k: masked_record(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked_record(v) for v in value]
+        return [masked_record(v) for v in value]
     return value
 
 
@@ -227,8 +259,21 @@ class Tally:
         self.findings = 0
         self.test_cards = 0
         self.bytes = 0
+        self.expired_items = 0
+        self.expired_bytes = 0
+        self.expired_with_card_data = 0
+        self.findings_past_retention = 0
+        self.expired_by_rule: Counter[str] = Counter()
+        self.changes: Counter[str] = Counter()
 
-    def add(self, result: ItemResult) -> None:
+    def add(self, result: ItemResult, verdict: RetentionVerdict | None = None) -> None:
+        if verdict is not None:
+            self.expired_items += 1
+            self.expired_bytes += verdict.size or 0
+            self.expired_by_rule[verdict.rule] += 1
+            if result.findings:
+                self.expired_with_card_data += 1
+                self.findings_past_retention += len(result.findings)
         self.items[str(result.status)] += 1
         if result.status is not Status.COMPLETE and result.reason is not None:
             self.reasons[str(result.reason)] += 1
@@ -239,13 +284,22 @@ class Tally:
             self.brands[f.brand] += 1
             self.confidences[str(f.confidence)] += 1
             self.test_cards += f.test_card
+            if f.change:
+                self.changes[f.change] += 1
 
     def exit_status(self, interrupted: bool) -> int:
-        if self.findings:
+        if self.findings or self.expired_items:
             return EXIT_FOUND
         if interrupted or any(n for s, n in self.items.items() if s != Status.COMPLETE):
             return EXIT_INCOMPLETE
         return EXIT_CLEAN
+
+    def retention(self, as_of: float) -> dict[str, Any]:
+        return {"expired_items": self.expired_items, "expired_bytes": self.expired_bytes,
+                "expired_with_card_data": self.expired_with_card_data,
+                "findings_past_retention": self.findings_past_retention,
+                "by_rule": dict(self.expired_by_rule),
+                "as_of": datetime.fromtimestamp(as_of, UTC).isoformat(timespec="seconds")}
 
     def summary(self, duration: float, interrupted: bool, started: datetime) -> Summary:
         complete = not interrupted and all(n == 0 for s, n in self.items.items() if s != Status.COMPLETE)
@@ -265,9 +319,11 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     stderr = stderr if stderr is not None else sys.stderr
     check_targets(opts.targets)
     started, t0 = datetime.now(UTC), time.monotonic()
+    now = opts.as_of if opts.as_of is not None else started.timestamp()
     tally = Tally()
-    with key_directory(opts.state, opts.no_state) as key_dir, open_report(opts.output, stdout) as out, \
-            aws_endpoint(opts.endpoint_url):
+    db = None if opts.no_state else state_path(opts.state)
+    with key_directory(opts.state, opts.no_state) as key_dir, open_state(db) as state, \
+            open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url):
         try:
             key = load_or_create_key(key_dir)
         except (OSError, ValueError) as exc:
@@ -277,6 +333,8 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         ctx = WorkerContext(key, opts.policy.limits, opts.chunk_size)
         walk = WalkOptions(excludes=opts.excludes + opts.policy.excludes,
                            follow_symlinks=opts.follow_symlinks, one_filesystem=opts.one_filesystem)
+        pattern_version = load_patterns().version
+        sweep = _begin_sweep(state, opts, now, pattern_version)
         engine = LocalEngine(ctx, opts.workers, split_threshold=opts.split_threshold,
                              range_size=opts.range_size)
         interrupted = False
@@ -285,11 +343,16 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
                     seen_buckets: set[str] = set()
-                    for result in engine.run(enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore)):
-                        _report_bucket(result.item, seen_buckets, sink)
-                        masked = mask_result(result)
-                        tally.add(masked)
+                    listed = enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore,
+                                               sweep.restore_pending if state is not None else None)
+                    for result in engine.run(sweep.skip_unchanged(listed)):
+                        _report_bucket(result.item, seen_buckets, sink, sweep)
+                        masked, verdict = sweep.judge(mask_result(result))
+                        sweep.record(masked, verdict)
+                        tally.add(masked, verdict)
                         sink.write_item(masked)
+                        if verdict is not None:
+                            sink.write_retention(verdict)
                         progress.update(masked)
                         if masked.status is not Status.COMPLETE:
                             logger.info("%s: %s %s", masked.item.location, masked.status, masked.reason)
@@ -298,9 +361,40 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             interrupted = engine.interrupted
         if interrupted:
             logger.warning("interrupted: the report covers the items finished so far")
-        summary = tally.summary(time.monotonic() - t0, interrupted, started)
-        sink.finish(summary)
+        summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
     return summary.exit_status
+
+
+def _begin_sweep(state: State | None, opts: ScanOptions, now: float, pattern_version: str) -> Sweep:
+    options = {"latest_only": opts.latest_only, "restore": opts.restore,
+               "excludes": list(opts.excludes + opts.policy.excludes), "policy": opts.policy.source}
+    try:
+        return Sweep(state, opts.policy, now, targets=opts.targets, pattern_version=pattern_version,
+                     options=options, restore_tier=opts.restore)
+    except StateError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _finish(sweep: Sweep, sink: Sink, tally: Tally, interrupted: bool, started: datetime,
+            duration: float, now: float) -> Summary:
+    """Resolved findings, the summary, and the sweep closed in the state."""
+    resolved, unverified = sweep.finish(enumeration_complete=not interrupted and tally.items["error"] == 0)
+    for finding in resolved:
+        sink.write_resolved(finding)
+    summary = tally.summary(duration, interrupted, started)
+    summary = replace(
+        summary,
+        retention=tally.retention(now) if sweep.judging else None,
+        changes=None if sweep.state is None else {
+            "previous_sweep": sweep.previous_id, "new": tally.changes["new"],
+            "still_present": tally.changes["still present"], "resolved": len(resolved),
+            "unverified": unverified, "unchanged_items": sweep.unchanged},
+        sweep_id=sweep.id,
+    )
+    sink.finish(summary)
+    sweep.close("interrupted" if interrupted else "complete", summary.to_record(), summary.exit_status,
+                time.time())
+    return summary
 
 
 @contextlib.contextmanager

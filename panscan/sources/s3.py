@@ -48,7 +48,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from panscan.model import Item, ItemResult, Reason, Status
+from panscan.model import ARCHIVED_STORAGE_CLASSES, Item, ItemResult, Reason, Status
 from panscan.sources import aws
 from panscan.sources.files import SourceError
 
@@ -57,8 +57,7 @@ SCHEME = "s3://"
 
 logger = logging.getLogger(__name__)
 
-#: Storage classes whose data cannot be read without a restore; GetObject would fail.
-ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+ARCHIVED_CLASSES = ARCHIVED_STORAGE_CLASSES
 #: Range requests made in a row, without a byte of progress, to resume a body cut
 #: mid-stream before the read fails (READ_ERROR).
 MAX_RESUMES = 5
@@ -81,6 +80,9 @@ class S3Options:
     excludes: tuple[str, ...] = ()
     restore: str | None = None
     restore_days: int = 7
+    # Versions whose restore an earlier run requested (the state's pending restores): their
+    # restored copy is read when ready, even without ``restore``; nothing new is requested.
+    restore_pending: Callable[[Item], bool] | None = None
 
 
 #: Retrieval list prices (USD per GB, USD per 1,000 requests) and times, us-east-1, for the
@@ -151,13 +153,15 @@ def _list_bucket(bucket: str, prefix: str, options: S3Options,
     args = {"Bucket": bucket, **({"Prefix": prefix} if prefix else {})}
     requested: list[Item] = []
     try:
+        newer: tuple[str, Any] = ("", None)  # the key and LastModified of the entry listed last
         for page in s3.get_paginator("list_object_versions").paginate(**args):
-            for version in page.get("Versions", ()):
-                if options.latest_only and not version.get("IsLatest"):
+            for version, is_marker, replaced_by in _entries(page, newer):
+                newer = (version["Key"], version.get("LastModified"))
+                if is_marker or (options.latest_only and not version.get("IsLatest")):
                     continue
-                record = _record(bucket, version, excluded_by)
-                if (options.restore and isinstance(record, ItemResult)
-                        and record.reason is Reason.INVALID_OBJECT_STATE):
+                record = _record(bucket, version, excluded_by, replaced_by)
+                if isinstance(record, ItemResult) and record.reason is Reason.INVALID_OBJECT_STATE and (
+                        options.restore or (options.restore_pending and options.restore_pending(record.item))):
                     record = _restore(s3, record.item, options, requested)
                 yield record
     except (ClientError, BotoCoreError) as exc:
@@ -181,6 +185,10 @@ def _restore(s3: Any, item: Item, options: S3Options, requested: list[Item]) -> 
         if 'ongoing-request="true"' in state:
             return ItemResult(item, Status.SKIPPED, Reason.RESTORE_REQUESTED,
                               "restore in progress; run the scan again when it completes")
+        if not options.restore:  # requested earlier, copy expired since: not re-requested unasked
+            return ItemResult(item, Status.SKIPPED, Reason.INVALID_OBJECT_STATE,
+                              f"storage class {item.storage_class}: the restored copy requested earlier "
+                              "has expired; use --restore to request it again")
         s3.restore_object(Bucket=bucket, Key=key, **version, RestoreRequest={
             "Days": options.restore_days, "GlacierJobParameters": {"Tier": options.restore}})
     except (ClientError, BotoCoreError) as exc:
@@ -212,14 +220,29 @@ def restore_estimate(bucket: str, items: list[Item], options: S3Options) -> str:
             f"{'; '.join(sorted(times))}")
 
 
-def _record(bucket: str, version: dict[str, Any],
-            excluded_by: Callable[[str], str | None]) -> Item | ItemResult:
+def _entries(page: dict[str, Any], newer: tuple[str, Any]) -> Iterator[tuple[dict[str, Any], bool, tuple[str, Any]]]:
+    """The page's versions and delete markers in listing order (by key, newest first), each
+    with the key and LastModified of the entry just newer than it (``newer`` carries that
+    across pages), which is when a non-current version stopped being current."""
+    entries = [(v, False) for v in page.get("Versions", ())] + [(m, True) for m in page.get("DeleteMarkers", ())]
+    # S3 returns the two lists separately; within a key both are newest first, so one stable
+    # sort by key and descending time restores the order the versions replaced each other in.
+    entries.sort(key=lambda e: (e[0]["Key"], -(e[0]["LastModified"].timestamp() if e[0].get("LastModified") else 0)))
+    for entry, is_marker in entries:
+        yield entry, is_marker, newer
+        newer = (entry["Key"], entry.get("LastModified"))
+
+
+def _record(bucket: str, version: dict[str, Any], excluded_by: Callable[[str], str | None],
+            newer: tuple[str, Any] = ("", None)) -> Item | ItemResult:
     modified = version.get("LastModified")
+    replaced = newer[1] if newer[0] == version["Key"] and not version.get("IsLatest") else None
     item = Item(
         location=f"{SCHEME}{bucket}/{version['Key']}", source=SOURCE, size=version.get("Size"),
         last_modified=modified.timestamp() if modified is not None else None,
         version_id=version.get("VersionId"), is_latest=version.get("IsLatest"),
         storage_class=version.get("StorageClass") or "STANDARD", etag=version.get("ETag"),
+        noncurrent_since=replaced.timestamp() if replaced is not None else None,
     )
     return classify(item, excluded_by)
 

@@ -24,6 +24,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -85,6 +86,18 @@ class MotoS3:
 
         return str(s3_backends[DEFAULT_ACCOUNT_ID]["aws"].put_object(bucket, key, body).version_id)
 
+    def set_last_modified(self, bucket: str, key: str, version_id: str | None, when: datetime) -> None:
+        """Give a stored version another LastModified (UTC) through moto's backend, as if it
+        had been written then; listings report it and order versions by it."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        versions = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_bucket(bucket).keys.getlist(key)
+        matching = [v for v in versions if version_id is None or str(v.version_id) == version_id]
+        assert matching, f"no version {version_id} of {key}"
+        for v in matching:
+            v.last_modified = when.astimezone(UTC).replace(tzinfo=None)  # moto keeps naive UTC
+
     def reset(self) -> None:
         req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=10) as response:
@@ -140,11 +153,13 @@ def s3(moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
     return moto_server
 
 
-def scan(*args: str, timeout: float = 300) -> tuple[int, list[dict[str, Any]], str]:
-    """``panscan scan ARGS --format jsonl --no-state --workers 2`` as a subprocess; the
-    endpoint comes from AWS_ENDPOINT_URL (set by the ``s3`` fixture)."""
+def scan(*args: str, timeout: float = 300, state: str | None = None) -> tuple[int, list[dict[str, Any]], str]:
+    """``panscan scan ARGS --format jsonl --workers 2`` as a subprocess, with ``--state
+    STATE`` or else ``--no-state``; the endpoint comes from AWS_ENDPOINT_URL (set by the
+    ``s3`` fixture)."""
+    keeping = ["--state", state] if state else ["--no-state"]
     proc = subprocess.run([sys.executable, "-m", "panscan", "scan", *args, "--format", "jsonl",
-                           "--no-state", "--workers", "2"],
+                           *keeping, "--workers", "2"],
                           capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     return proc.returncode, records, proc.stderr

@@ -1,0 +1,111 @@
+"""Commands that read the state database only: ``panscan report`` renders a stored sweep
+through the same sinks a scan uses; ``panscan jobs`` lists pending S3 restores and Glacier
+jobs. Nothing here reads data or talks to AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from panscan.engine.runner import Tally, UsageError, open_report
+from panscan.sinks.base import Summary, display, open_sink
+from panscan.sinks.table import format_table
+from panscan.state import State, StateError
+
+
+@contextmanager
+def existing_state(path: Path) -> Iterator[State]:
+    """The state database at ``path``, which must exist (these commands never create one)."""
+    if not path.exists():
+        raise UsageError(f"no state database at {path} (run a scan first, or give --state PATH)")
+    try:
+        state = State.open(path)
+    except StateError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, *,
+               stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Render sweep ``sweep_id`` (default: the latest) and return that sweep's exit status."""
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    with existing_state(path) as state:
+        if sweep_id is None:
+            sweep_id = state.latest_sweep_id()
+            if sweep_id is None:
+                raise UsageError(f"the state database {path} holds no sweep yet")
+        info = state.sweep(sweep_id)
+        if info is None:
+            known = ", ".join(str(s.id) for s in state.sweeps()[:10]) or "none"
+            raise UsageError(f"no sweep {sweep_id} in {path} (latest sweeps: {known})")
+        with open_report(output, stdout) as out:
+            sink = open_sink(fmt, out, notes=stderr)
+            tally = Tally()
+            for record in state.replay_buckets(sweep_id):
+                sink.write_bucket(record)
+            for result, verdict in state.replay(sweep_id):
+                tally.add(result, verdict)
+                sink.write_item(result)
+                if verdict is not None:
+                    sink.write_retention(verdict)
+            for finding in state.replay_resolved(sweep_id):
+                sink.write_resolved(finding)
+            if info.summary is not None:
+                summary = Summary.from_record(info.summary)
+            else:  # killed before it finished: what it recorded, marked as interrupted
+                started = datetime.fromtimestamp(info.started, UTC)
+                summary = tally.summary(0.0, True, started)
+                summary = Summary.from_record({**summary.to_record(), "sweep_id": sweep_id})
+            sink.finish(summary)
+    return summary.exit_status
+
+
+def run_jobs(path: Path, fmt: str, *, stdout: TextIO | None = None) -> int:
+    """List pending restores and Glacier jobs; exit 0, or 2 while any is pending."""
+    stdout = stdout if stdout is not None else sys.stdout
+    with existing_state(path) as state:
+        restores = state.pending_restores()
+        jobs = state.jobs(pending_only=True)
+    if fmt == "jsonl":
+        for r in restores:
+            stdout.write(json.dumps({"type": "restore", "location": r.location, "version_id": r.version_id,
+                                     "tier": r.tier, "storage_class": r.storage_class, "size": r.size,
+                                     "requested_at": _iso(r.requested_at), "sweep_id": r.sweep_id}) + "\n")
+        for j in jobs:
+            stdout.write(json.dumps({"type": "glacier_job", "job_id": j.job_id, "vault": j.vault,
+                                     "region": j.region, "action": j.action, "archive_id": j.archive_id,
+                                     "tier": j.tier, "initiated_at": _iso(j.initiated_at), "status": j.status,
+                                     "detail": j.detail}) + "\n")
+    else:
+        stdout.write(_jobs_table(restores, jobs))
+    stdout.flush()
+    return 2 if restores or jobs else 0
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _jobs_table(restores: list, jobs: list) -> str:  # type: ignore[type-arg]
+    text = ""
+    if restores:
+        rows = [[display(r.location), display(r.version_id or "-"), r.tier, r.storage_class or "-",
+                 _iso(r.requested_at), str(r.sweep_id)] for r in restores]
+        text += (f"Pending S3 restores ({len(restores)}): run the same scan again once they are ready\n"
+                 + format_table(("LOCATION", "VERSION", "TIER", "CLASS", "REQUESTED", "SWEEP"), rows) + "\n")
+    if jobs:
+        rows = [[display(j.vault), j.action, display(j.archive_id or "-"), j.tier or "-", _iso(j.initiated_at),
+                 j.status, display(j.job_id[:16])] for j in jobs]
+        text += (f"Pending Glacier jobs ({len(jobs)})\n"
+                 + format_table(("VAULT", "ACTION", "ARCHIVE", "TIER", "INITIATED", "STATUS", "JOB"), rows) + "\n")
+    return text or "No pending restores or Glacier jobs.\n"

@@ -1,0 +1,144 @@
+"""A scan's bookkeeping in the state database, and its retention verdicts.
+
+The runner hands every listed record and every masked result through a :class:`Sweep`:
+
+* listed items identical to one scanned completely in an earlier sweep with the same
+  pattern set (an S3 version is immutable; a file with the same size, mtime and inode) come
+  back as that earlier result and are never sent to a worker;
+* each result gets its retention verdict (``findings`` in an expired item are marked
+  ``expired``) and, with a state, its findings are marked ``new`` or ``still present``
+  against the previous complete sweep of the same targets;
+* results, bucket facts and restore requests are recorded, so a sweep killed half way is
+  resumed by the next run (what was recorded is not read again and is reported once), and
+  ``panscan report`` can render any stored sweep.
+
+Only this coordinator-side code writes the state; it only ever receives masked results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from panscan.config import Policy
+from panscan.findings.mask import mask_text
+from panscan.model import ARCHIVED_STORAGE_CLASSES, EXPIRED, Item, ItemResult, Reason, RetentionVerdict, Status
+from panscan.retention import has_rules, judge
+from panscan.state import State
+
+logger = logging.getLogger(__name__)
+
+
+def sweep_scope(targets: tuple[str, ...], options: dict[str, Any]) -> tuple[str, ...]:
+    """What a sweep covers, as the state compares it with earlier sweeps (masked: targets are
+    names). The options that change which items are listed belong to it: a version left out
+    by ``--latest-only`` or an exclude is not gone, and its findings must not read "resolved"."""
+    scope = [mask_text(t) for t in targets]
+    if options.get("latest_only"):
+        scope.append("--latest-only")
+    scope += [f"--exclude={mask_text(g)}" for g in options.get("excludes", ())]
+    return tuple(scope)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
+
+
+class Sweep:
+    """One scan's view of the state (``state`` None: ``--no-state``, nothing is kept)."""
+
+    def __init__(self, state: State | None, policy: Policy, now: float, *, targets: tuple[str, ...],
+                 pattern_version: str, options: dict[str, Any], restore_tier: str | None = None) -> None:
+        self.state = state
+        self.restore_tier = restore_tier
+        self.policy = policy
+        self.now = now
+        self.judging = has_rules(policy)
+        self.pattern_version = pattern_version
+        self.id: int | None = None
+        self.previous_id: int | None = None
+        self.unchanged = 0
+        self._pending: set[tuple[str, str | None]] = set()
+        if state is not None:
+            start = state.begin_sweep(sweep_scope(targets, options), pattern_version,
+                                      {k: _masked(v) for k, v in options.items()}, now)
+            self.id, self.previous_id = start.id, start.previous_id
+            for old in start.interrupted:
+                logger.warning("sweep %d was interrupted; items it finished are not read again", old)
+            self._pending = {(r.location, r.version_id) for r in state.pending_restores()}
+
+    # listing side
+
+    def restore_pending(self, item: Item) -> bool:
+        """Whether an earlier run requested a restore of this (archived) version."""
+        return (mask_text(item.location), item.version_id) in self._pending
+
+    def skip_unchanged(self, records: Iterable[Item | ItemResult]) -> Iterator[Item | ItemResult]:
+        """``records`` with each item scanned before, unchanged, replaced by its stored result."""
+        state = self.state
+        if state is None:
+            yield from records
+            return
+        for record in records:
+            if isinstance(record, Item):
+                masked = replace(record, location=mask_text(record.location))
+                scanned_in = state.lookup(masked, self.pattern_version)
+                if scanned_in is not None:
+                    self.unchanged += 1
+                    yield state.carried(scanned_in, masked)
+                    continue
+            yield record
+
+    # result side
+
+    def judge(self, result: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
+        """``result`` (masked) with its retention verdict; findings in an expired item are
+        marked, and against the previous sweep."""
+        verdict = judge(result.item, self.policy, self.now) if self.judging else None
+        if verdict is not None:
+            verdict = replace(verdict, location=mask_text(verdict.location))
+            if result.findings:
+                result = replace(result, findings=tuple(replace(f, retention=EXPIRED) for f in result.findings))
+        if self.state is not None:
+            result = self.state.annotate(self.previous_id, result)
+        return result, verdict
+
+    def record(self, result: ItemResult, verdict: RetentionVerdict | None) -> None:
+        state = self.state
+        if state is None or self.id is None:
+            return
+        state.record(self.id, result, verdict)
+        item = result.item
+        if result.reason is Reason.RESTORE_REQUESTED:
+            state.add_restore(item.location, item.version_id, self.restore_tier or "unknown",
+                              item.storage_class, item.size, self.now, self.id)
+            self._pending.add((item.location, item.version_id))
+        elif (result.status is Status.COMPLETE and item.storage_class in ARCHIVED_STORAGE_CLASSES
+              and (item.location, item.version_id) in self._pending):
+            state.clear_restore(item.location, item.version_id)  # the restored copy was read
+            self._pending.discard((item.location, item.version_id))
+        elif result.reason is Reason.INVALID_OBJECT_STATE and (item.location, item.version_id) in self._pending:
+            state.clear_restore(item.location, item.version_id)  # the copy expired unread
+            self._pending.discard((item.location, item.version_id))
+
+    def record_bucket(self, record: dict[str, Any]) -> None:
+        if self.state is not None and self.id is not None:
+            self.state.record_bucket(self.id, record)
+
+    def finish(self, enumeration_complete: bool) -> tuple[list[Any], int]:
+        """The previous sweep's findings this one no longer found (and how many could not be
+        checked); commits what is pending."""
+        if self.state is None or self.id is None:
+            return [], 0
+        self.state.flush()
+        return self.state.resolved(self.id, self.previous_id, enumeration_complete)
+
+    def close(self, status: str, summary: dict[str, Any], exit_status: int, finished: float) -> None:
+        if self.state is not None and self.id is not None:
+            self.state.finish_sweep(self.id, status, summary, exit_status, finished)
