@@ -33,7 +33,7 @@ full card numbers never appear in reports or logs."""
 EPILOG = """\
 exit status:
   0  nothing found and every item scanned completely
-  1  card data found
+  1  card data found, or data older than the policy's retention (with --policy)
   2  no card data found, but coverage is incomplete (items skipped, partial, in error,
      or the scan was interrupted)
   3  usage or configuration error"""
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     scan = commands.add_parser(
-        "scan", help="scan files and directories for card data",
+        "scan", help="scan files, directories and S3 for card data",
         description="Scan files and directories (mounted volumes included) for card numbers and track data.",
         epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     scan.add_argument("targets", nargs="+", metavar="TARGET",

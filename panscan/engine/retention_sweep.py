@@ -32,9 +32,10 @@ from panscan.engine.runner import (
     masked_record,
     open_report,
 )
+from panscan.engine.sweep import judge_item
 from panscan.findings.mask import mask_text
 from panscan.model import Item, ItemResult, RetentionVerdict, Status
-from panscan.retention import LifecycleGap, RetentionTally, has_rules, judge, lifecycle_gaps
+from panscan.retention import LifecycleGap, RetentionTally, has_rules, lifecycle_gaps
 from panscan.sinks.base import EXIT_MEANINGS, display, format_size
 from panscan.sinks.table import format_table
 from panscan.sources.files import WalkOptions
@@ -113,13 +114,12 @@ def _sweep(opts: RetentionOptions, now: float, write: Any, stderr: TextIO) -> _O
                 bucket = _bucket_of(item)
                 if bucket:
                     buckets.setdefault(bucket)
-                verdict = judge(item, opts.policy, now)
+                verdict = judge_item(item, opts.policy, now)
                 if verdict is not None:
-                    verdict = replace(verdict, location=mask_text(verdict.location))
                     _keep_oldest(oldest, verdict)
                     if write is not None:
                         write(verdict.to_record())
-                tally.add(replace(item, location=mask_text(item.location)), verdict)
+                tally.add(item, verdict)  # its place names are masked when the report is written
                 progress.count(item.size or 0)
         except KeyboardInterrupt:
             interrupted = True
@@ -162,7 +162,7 @@ def _masked_error(result: ItemResult) -> ItemResult:
 
 
 def _exit_status(outcome: _Outcome) -> int:
-    if outcome.tally.to_record()["expired_items"] or outcome.gaps:
+    if outcome.tally.expired_items or outcome.gaps:
         return EXIT_FOUND
     if outcome.errors or outcome.interrupted:
         return EXIT_INCOMPLETE
@@ -187,7 +187,7 @@ def _section(title: str, header: tuple[str, ...], rows: list[list[str]], *after:
 def _report(outcome: _Outcome, now: float, status: int) -> str:
     """The terminal report: what is past retention, by rule, place and storage class; the
     oldest items; buckets whose lifecycle cannot enforce the policy; what was not listed."""
-    rec = outcome.tally.to_record()
+    rec = masked_record(outcome.tally.to_record())
     lines = [f"Retention as of {_iso(now)}",
              f"  items:          {rec['items']} ({format_size(rec['bytes'])}) listed in {outcome.duration:.1f} s",
              f"  past retention: {rec['expired_items']} ({format_size(rec['expired_bytes'])})", ""]

@@ -18,6 +18,7 @@ Only this coordinator-side code writes the state; it only ever receives masked r
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -40,6 +41,22 @@ def sweep_scope(targets: tuple[str, ...], options: dict[str, Any]) -> tuple[str,
         scope.append("--latest-only")
     scope += [f"--exclude={mask_text(g)}" for g in options.get("excludes", ())]
     return tuple(scope)
+
+
+def judge_item(item: Item, policy: Policy, now: float) -> RetentionVerdict | None:
+    """``item``'s retention verdict, its location masked. A file is matched against the rules
+    by its absolute path: policy globs name places (``/data/app/logs/*``), whatever directory
+    the scan was started from."""
+    judged = item
+    if item.source == "file" and not os.path.isabs(item.location):
+        judged = replace(item, location=os.path.abspath(item.location))
+    v = judge(judged, policy, now)
+    if v is None:
+        return None
+    # Built field by field: dataclasses.replace costs more than the verdict itself, and a
+    # metadata sweep makes one per expired version.
+    return RetentionVerdict(mask_text(item.location), v.version_id, v.rule, v.age_days, v.max_age_days,
+                            v.storage_class, v.size, v.last_modified, v.noncurrent_days)
 
 
 def _masked(value: Any) -> Any:
@@ -100,9 +117,8 @@ class Sweep:
     def judge(self, result: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
         """``result`` (masked) with its retention verdict; findings in an expired item are
         marked, and against the previous sweep."""
-        verdict = judge(result.item, self.policy, self.now) if self.judging else None
+        verdict = judge_item(result.item, self.policy, self.now) if self.judging else None
         if verdict is not None:
-            verdict = replace(verdict, location=mask_text(verdict.location))
             if result.findings:
                 result = replace(result, findings=tuple(replace(f, retention=EXPIRED) for f in result.findings))
         if self.state is not None:

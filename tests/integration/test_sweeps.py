@@ -180,3 +180,35 @@ def test_report_renders_a_stored_sweep_like_the_scan_did_and_jobs_lists_nothing_
                              capture_output=True, text=True, timeout=60)
     assert nothing.returncode == 3 and "no state database" in nothing.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_restores_are_recorded_listed_by_jobs_and_cleared_once_a_later_sweep_reads_the_copies(
+        s3: MotoS3, tmp_path: Path) -> None:
+    c = versioned_bucket(s3, "cold-state")
+    c.put_object(Bucket="cold-state", Key="2019/export.csv", Body=f"card {pan(11)}\n".encode(),
+                 StorageClass="GLACIER")
+    c.put_object(Bucket="cold-state", Key="2018/export.csv", Body=b"nothing\n", StorageClass="DEEP_ARCHIVE")
+    state = str(tmp_path / "state.db")
+
+    def jobs() -> tuple[int, list[dict[str, Any]]]:
+        proc = subprocess.run([sys.executable, "-m", "panscan", "jobs", "--state", state, "--format", "jsonl"],
+                              capture_output=True, text=True, timeout=60)
+        return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
+
+    code, records, err = scan("s3://cold-state", "--restore", "bulk", state=state)
+    assert code == 2, err
+    assert {r["reason"] for r in of_type(records, "item")} == {"RESTORE_REQUESTED"}
+    code, pending = jobs()
+    assert code == 2
+    assert sorted((r["location"], r["tier"], r["storage_class"]) for r in pending) == [
+        ("s3://cold-state/2018/export.csv", "Bulk", "DEEP_ARCHIVE"),
+        ("s3://cold-state/2019/export.csv", "Bulk", "GLACIER")]
+
+    # The next sweep needs no --restore: it reads the copies the state says were requested
+    # (moto completes restores at once) and requests nothing again.
+    code, records, err = scan("s3://cold-state", state=state)
+    assert code == 1, err
+    assert [f["masked"] for f in of_type(records, "finding")] == [masked(pan(11))]
+    assert {r["status"] for r in of_type(records, "item")} == {"complete"}
+    assert len([r for r in s3.requests if r.method == "POST" and "restore" in r.query]) == 2
+    assert jobs() == (0, [])

@@ -91,11 +91,29 @@ def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path
             assert "DEBUG" in proc.stderr and "WORKER_CRASHED" in proc.stderr + proc.stdout + (
                 out.read_text() if to_file else "")
             seen_masked += proc.stdout + proc.stderr
+    # The stored sweeps, rendered again; the metadata-only retention sweep; pending jobs.
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[retention]\ndefault_max_age = "1d"\n')
+    for fmt in ("table", "jsonl", "csv"):
+        proc = run_cli("-v", "report", "--state", str(state), "--format", fmt, "-o", str(reports / f"report-{fmt}"))
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert_clean(f"stderr of report {fmt}", proc.stdout + proc.stderr)
+    for fmt in ("table", "jsonl"):
+        proc = run_cli("-v", "retention", str(tree), missing, "--policy", str(policy), "--format", fmt,
+                       "--as-of", "2100-01-01")
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert_clean(f"output of retention {fmt}", proc.stdout + proc.stderr)
+        seen_masked += proc.stdout
+    proc = run_cli("-v", "jobs", "--state", str(state))
+    assert_clean("output of jobs", proc.stdout + proc.stderr)
     for report in reports.iterdir():
         assert_clean(f"report file {report.name}", report.read_text(errors="replace"))
         seen_masked += report.read_text()
-    for f in state.parent.iterdir():
-        assert_clean(f"key directory file {f.name}", f.read_bytes().decode("latin-1"))
+    for f in state.parent.iterdir():  # the state database (and its WAL) and the key
+        data = f.read_bytes()
+        assert_clean(f"state directory file {f.name}", data.decode("latin-1"))
+        for pan in PANS:
+            assert pan.encode("utf-16-le") not in data and pan.encode("utf-16-be") not in data, f.name
     # The numbers were found and shown masked, in content and in names.
     for i in (0, 1, 2, 3, 4, 5, 7):
         assert masked(PANS[i]) in seen_masked, i
