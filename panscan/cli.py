@@ -20,6 +20,7 @@ from panscan.config import ConfigError, Policy, describe_policy, load_policy, pa
 from panscan.engine.runner import EXIT_INCOMPLETE, EXIT_USAGE, ScanOptions, UsageError, run_scan, state_path
 from panscan.findings.mask import mask_text
 from panscan.sinks.base import FORMATS
+from panscan.state import StateError
 
 PLANNED_FORMATS = ("html",)
 _MIN_CHUNK, _MAX_CHUNK = 4096, 64 * 2**20
@@ -340,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         _say(f"panscan: error: {exc}")
         return EXIT_USAGE
+    except StateError as exc:  # the state became unwritable mid-sweep (disk full): what was committed stays
+        _say(f"panscan: error: {exc}; the sweep did not complete")
+        return EXIT_INCOMPLETE
     except Exception as exc:
         # A bug. Its text may quote content, so only its type and where it happened.
         _say(f"panscan: internal error ({type(exc).__name__}); the scan did not complete")
