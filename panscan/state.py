@@ -230,6 +230,19 @@ def _int_column(value: int | None) -> int | str | None:
 _TABLES = ("sweeps", "seen", "sweep_items", "sweep_findings", "sweep_resolved", "sweep_buckets", "restores",
            "glacier_jobs")
 
+# The columns of a stored finding (sweep_findings and sweep_resolved).
+_FINDING_COLUMNS = """        is_latest INTEGER,
+        member TEXT,
+        "offset" INTEGER NOT NULL,
+        line INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        brand TEXT NOT NULL,
+        masked TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        confidence TEXT NOT NULL,
+        test_card INTEGER NOT NULL,
+        retention TEXT"""
+
 _SCHEMA = (
     """CREATE TABLE sweeps (
         id INTEGER PRIMARY KEY,
@@ -276,41 +289,21 @@ _SCHEMA = (
         UNIQUE (sweep_id, location, version_id))""",
     "CREATE INDEX sweep_items_order ON sweep_items (sweep_id)",
     # Findings are stored under their item's location and version id; rowid is their order.
-    """CREATE TABLE sweep_findings (
+    f"""CREATE TABLE sweep_findings (
         sweep_id INTEGER NOT NULL REFERENCES sweeps (id),
         location TEXT NOT NULL,
         version_id TEXT NOT NULL,
-        is_latest INTEGER,
-        member TEXT,
-        "offset" INTEGER NOT NULL,
-        line INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        brand TEXT NOT NULL,
-        masked TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        confidence TEXT NOT NULL,
-        test_card INTEGER NOT NULL,
-        retention TEXT,
+{_FINDING_COLUMNS},
         change TEXT,
         fkey TEXT NOT NULL)""",
     "CREATE INDEX sweep_findings_by_key ON sweep_findings (sweep_id, fkey)",
     "CREATE INDEX sweep_findings_by_item ON sweep_findings (sweep_id, location, version_id)",
     # What resolved() returned for the sweep: findings of the previous sweep no longer found.
-    """CREATE TABLE sweep_resolved (
+    f"""CREATE TABLE sweep_resolved (
         sweep_id INTEGER NOT NULL REFERENCES sweeps (id),
         location TEXT NOT NULL,
         version_id TEXT NOT NULL,
-        is_latest INTEGER,
-        member TEXT,
-        "offset" INTEGER NOT NULL,
-        line INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        brand TEXT NOT NULL,
-        masked TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        confidence TEXT NOT NULL,
-        test_card INTEGER NOT NULL,
-        retention TEXT)""",
+{_FINDING_COLUMNS})""",
     "CREATE INDEX sweep_resolved_by_sweep ON sweep_resolved (sweep_id)",
     """CREATE TABLE sweep_buckets (
         sweep_id INTEGER NOT NULL REFERENCES sweeps (id),

@@ -112,12 +112,15 @@ def state_path(state: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def open_state(path: Path | None) -> Iterator[State | None]:
+def open_state(path: Path | None, *, must_exist: bool = False) -> Iterator[State | None]:
     """The state database at ``path`` (None: no state), closed at the end; a database that
-    cannot be opened is a usage error (exit 3) before anything is scanned."""
+    cannot be opened, or is missing when ``must_exist`` (commands that only read the state
+    never create one), is a usage error (exit 3) before anything is scanned."""
     if path is None:
         yield None
         return
+    if must_exist and not path.exists():
+        raise UsageError(f"no state database at {path} (run a scan first, or give --state PATH)")
     try:
         state = State.open(path)
     except StateError as exc:

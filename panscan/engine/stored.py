@@ -13,25 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from panscan.engine.runner import Tally, UsageError, open_report
+from panscan.engine.runner import Tally, UsageError, open_report, open_state
 from panscan.sinks.base import Summary, display, open_sink
 from panscan.sinks.table import format_table
-from panscan.state import State, StateError
+from panscan.state import State
 
 
 @contextmanager
 def existing_state(path: Path) -> Iterator[State]:
-    """The state database at ``path``, which must exist (these commands never create one)."""
-    if not path.exists():
-        raise UsageError(f"no state database at {path} (run a scan first, or give --state PATH)")
-    try:
-        state = State.open(path)
-    except StateError as exc:
-        raise UsageError(str(exc)) from None
-    try:
+    """The state database at ``path``, which must exist."""
+    with open_state(path, must_exist=True) as state:
+        assert state is not None
         yield state
-    finally:
-        state.close()
 
 
 def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, *,
