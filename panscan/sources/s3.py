@@ -14,15 +14,17 @@ What callers may rely on:
 * Versions in GLACIER or DEEP_ARCHIVE are never read (no GetObject is sent): each is an
   ``ItemResult`` ``skipped``/``INVALID_OBJECT_STATE`` carrying its size and age.
   INTELLIGENT_TIERING versions are listed as readable, because a listing does not say
-  whether they sit in an archive tier; one that does fails its GetObject with
-  InvalidObjectState, which becomes the same reason.
+  whether they sit in an archive tier: :func:`open_s3` asks HeadObject first, and one in the
+  Archive Access or Deep Archive Access tier without a ready restored copy is refused as
+  ``INVALID_OBJECT_STATE`` without any GetObject.
 * A target that cannot be listed (AccessDenied, NoSuchBucket, an unreachable endpoint)
   becomes one ``error`` ``ItemResult`` for ``s3://bucket[/prefix]`` (``PERMISSION_DENIED``,
   ``NOT_FOUND``, ``READ_ERROR``) and the other targets are still listed. Records already
   yielded for a target whose listing fails on a later page stay valid.
 * :func:`open_s3` opens exactly the listed version (GetObject with its VersionId, ``null``
   included) as a read-only, seekable binary file; see :class:`S3Object`. It raises only
-  ``SourceError`` (reasons in :func:`reason_for`).
+  ``SourceError`` (reasons in :func:`reason_for`). A read that fails later raises
+  :class:`S3ReadError`, and :func:`read_failure` tells the S3 reason afterwards.
 * Details and messages name the bucket and the S3 error code, never object content; keys
   may appear only inside locations, which the engine masks.
 """
@@ -61,6 +63,12 @@ ARCHIVED_CLASSES = ARCHIVED_STORAGE_CLASSES
 #: Range requests made in a row, without a byte of progress, to resume a body cut
 #: mid-stream before the read fails (READ_ERROR).
 MAX_RESUMES = 5
+#: The first bytes of an object that an :class:`S3Object` keeps once read, so that reading
+#: them again (a type sniff, then the scan from offset 0) sends no second GetObject.
+KEPT_HEAD = 64 * 1024
+#: Intelligent-Tiering tiers (HeadObject's ``ArchiveStatus``) that GetObject refuses until
+#: the object is restored.
+IT_ARCHIVE_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
 
 # What a body cut mid-stream looks like, depending on where the cut is noticed (urllib3,
 # http.client, botocore's content-length check, the socket).
@@ -314,20 +322,21 @@ def reason_for(exc: Exception, *, listing: bool = False) -> tuple[Reason, str]:
 
 
 class S3ReadError(OSError):
-    """A read that failed after the object was opened (the extractors and the worker turn
-    ``OSError`` from a read into ``READ_ERROR`` with ``strerror`` as the explanation)."""
+    """A read that failed after the object was opened. The extractors and the worker see an
+    ``OSError`` (``strerror`` is the explanation) and call it ``READ_ERROR``; ``reason`` is
+    what S3 said, which :func:`read_failure` gives back afterwards."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(errno.EIO, detail)
         self.reason = reason
 
 
-def open_s3(item: Item) -> BinaryIO:
-    """``item``'s version open for reading (see :class:`S3Object`); the GetObject is sent
-    here, so refusals surface as ``SourceError`` before any byte is read. The caller closes
-    the file."""
+def open_s3(item: Item, start: int = 0) -> BinaryIO:
+    """``item``'s version open for reading from offset ``start`` (see :class:`S3Object`);
+    the first GetObject is sent here, so refusals surface as ``SourceError`` before any byte
+    is read. The caller closes the file."""
     bucket, key = split_location(item.location)
-    return cast(BinaryIO, S3Object(aws.client("s3"), bucket, key, item))
+    return cast(BinaryIO, S3Object(aws.client("s3"), bucket, key, item, start))
 
 
 def version_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
@@ -338,15 +347,35 @@ def version_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
     return None
 
 
-class S3Object(io.RawIOBase):
-    """One object version as a read-only, seekable file.
+def read_failure(f: BinaryIO) -> tuple[Reason, str] | None:
+    """After a failed read of ``f``: the reason and explanation of the :class:`S3ReadError`
+    that ended it (the version deleted mid-read, access revoked, the object overwritten, a
+    body cut too often), or None when ``f`` is no S3 object or no read of it failed."""
+    failure = f.failure if isinstance(f, S3Object) else None
+    if failure is None:
+        return None
+    return failure.reason, f"read failed: {failure.strerror}"
 
-    The body of the first GetObject is streamed in the sizes asked for. A ``seek`` away from
-    where the body stands drops it; the next ``read`` sends GetObject with ``Range:
-    bytes=N-`` on the same VersionId, so byte-range tasks read only their range. A body cut
-    mid-stream is resumed the same way from the current offset; after ``MAX_RESUMES``
-    attempts in a row that bring no byte, ``read`` raises :class:`S3ReadError`
-    (``READ_ERROR``).
+
+class S3Object(io.RawIOBase):
+    """One object version as a read-only, seekable file, opened at offset ``start``.
+
+    The first request is GetObject from ``start`` (``Range: bytes=start-`` when ``start`` is
+    not 0), and its body is streamed in the sizes asked for. A ``seek`` away from where the
+    body stands drops it; the next ``read`` sends GetObject with ``Range: bytes=N-`` on the
+    same VersionId. A body cut mid-stream is resumed the same way from the current offset;
+    after ``MAX_RESUMES`` attempts in a row that bring no byte, ``read`` raises
+    :class:`S3ReadError` (``READ_ERROR``). A request refused during a read raises
+    :class:`S3ReadError` with the S3 reason, kept in :attr:`failure`.
+
+    Opened at ``start`` > 0 (a byte-range task), reads before ``start`` (the sniff of the
+    first bytes) are each served by a bounded Range GET (``bytes=N-M``) and leave the body at
+    ``start`` open. The first ``KEPT_HEAD`` bytes, once read, are kept: reading them again
+    sends nothing.
+
+    An INTELLIGENT_TIERING version is asked about with HeadObject before any GetObject: one
+    in an archive tier without a ready restored copy is ``SourceError``
+    ``INVALID_OBJECT_STATE`` on open.
 
     An unversioned object (version id None or ``null``) can be overwritten between the
     listing and the read: every response's ETag is compared with the listed one, and a
@@ -354,7 +383,7 @@ class S3Object(io.RawIOBase):
     :class:`S3ReadError` with :attr:`mismatch` set).
     """
 
-    def __init__(self, s3: Any, bucket: str, key: str, item: Item) -> None:
+    def __init__(self, s3: Any, bucket: str, key: str, item: Item, start: int = 0) -> None:
         super().__init__()
         self._s3 = s3
         self._bucket = bucket
@@ -362,13 +391,18 @@ class S3Object(io.RawIOBase):
         self._version = item.version_id
         # Versions are immutable; only the current data of an unversioned key can change.
         self._etag = item.etag if item.version_id in (None, "null") else None
-        self._pos = 0
+        self._start = start
+        self._pos = start
         self._body: Any = None
-        self._body_pos = 0
+        self._body_pos = start
+        self._head = b""
         self.mismatch = False
+        self.failure: S3ReadError | None = None
         self._size: int = 0
         try:
-            self._size = self._get(0, item.size)
+            if item.storage_class == "INTELLIGENT_TIERING":
+                self._refuse_archive_tier()
+            self._size = self._get(start, item.size)
         except (ClientError, BotoCoreError) as exc:
             raise SourceError(*reason_for(exc)) from None
 
@@ -423,36 +457,97 @@ class S3Object(io.RawIOBase):
         size = min(size, self._size - self._pos)
         if size <= 0:
             return b""
+        try:
+            return self._read(size)
+        except S3ReadError as exc:
+            # Kept for read_failure(): the extractors above turn this into READ_ERROR.
+            self.failure = exc
+            raise
+
+    def _read(self, size: int) -> bytes:
         parts: list[bytes] = []
         got = 0
         failures = 0
         while got < size:
-            if self._body is None or self._body_pos != self._pos:
-                self._reopen()
-            try:
-                data = self._body.read(size - got)
-            except _CUT as exc:
-                data = b""
-                cause = type(exc).__name__
+            want = size - got
+            if self._pos < len(self._head):
+                data, cause = self._head[self._pos:self._pos + want], ""
+            elif self._pos < self._start:
+                data, cause = self._read_before_start(min(want, self._start - self._pos))
             else:
-                cause = "the body ended early"
+                data, cause = self._read_body(want)
             if not data:
-                # Cut mid-stream (or ended before Content-Length): resume from here.
                 failures += 1
-                self._drop_body()
                 if failures >= MAX_RESUMES:
                     raise S3ReadError(Reason.READ_ERROR,
                                       f"body cut mid-stream {failures} times in a row ({cause})")
                 logger.debug("S3 body cut at offset %d (%s); resuming with a range request", self._pos, cause)
                 continue
             failures = 0
+            if self._pos == len(self._head) < KEPT_HEAD:
+                self._head += data[:KEPT_HEAD - self._pos]
             parts.append(data)
             got += len(data)
             self._pos += len(data)
-            self._body_pos = self._pos
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _read_body(self, want: int) -> tuple[bytes, str]:
+        """Up to ``want`` bytes from the streamed body at the current offset (reopened there
+        if it stands elsewhere); ``b""`` and the cause when it was cut (it is then dropped)."""
+        if self._body is None or self._body_pos != self._pos:
+            self._reopen()
+        try:
+            data: bytes = self._body.read(want)
+        except _CUT as exc:
+            data, cause = b"", type(exc).__name__
+        else:
+            cause = "the body ended early"
+        if data:
+            self._body_pos += len(data)
+        else:
+            # Cut mid-stream (or ended before Content-Length): the next try resumes from here.
+            self._drop_body()
+        return data, cause
+
+    def _read_before_start(self, count: int) -> tuple[bytes, str]:
+        """Up to ``count`` bytes at the current offset, before ``start``, from a bounded Range
+        GET of their own: the body waiting at ``start`` is what the caller opened for, and
+        dropping it for a few bytes of sniffing would cost a second GET of the range."""
+        try:
+            response = self._request(self._pos, self._pos + count - 1)
+        except SourceError as exc:
+            raise S3ReadError(exc.reason, exc.detail) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise S3ReadError(*reason_for(exc)) from None
+        body = response["Body"]
+        try:
+            return body.read(), "the body ended early"
+        except _CUT as exc:
+            return b"", type(exc).__name__
+        finally:
+            self._close(body)
+
     # requests
+
+    def _refuse_archive_tier(self) -> None:
+        """Intelligent-Tiering moves unread objects into its archive tiers on its own, and a
+        listing does not say where one is: HeadObject does (``ArchiveStatus``). A GetObject
+        there would only be refused, so none is sent; a restored copy that is ready
+        (``Restore: ongoing-request="false"``) is read like any object.
+
+        A refused HeadObject leaves the decision to the GetObject that follows: HEAD answers
+        carry no error code (a bare 403, 404 or 400), GetObject's do, and one of an archived
+        object is refused with InvalidObjectState anyway."""
+        try:
+            head = self._s3.head_object(**self._args())
+        except ClientError as exc:
+            logger.debug("HeadObject refused (%s); GetObject decides",
+                         exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+            return
+        tier = head.get("ArchiveStatus")
+        if tier in IT_ARCHIVE_TIERS and 'ongoing-request="false"' not in (head.get("Restore") or ""):
+            raise SourceError(Reason.INVALID_OBJECT_STATE,
+                              f"Intelligent-Tiering archive tier {tier}: not readable without a restore")
 
     def _reopen(self) -> None:
         self._drop_body()
@@ -463,20 +558,30 @@ class S3Object(io.RawIOBase):
         except (ClientError, BotoCoreError) as exc:
             raise S3ReadError(*reason_for(exc)) from None
 
-    def _get(self, start: int, listed_size: int | None) -> int:
-        """GetObject from ``start`` to the end; sets the body and returns the object's size."""
+    def _args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
         if self._version is not None:
             args["VersionId"] = self._version
-        if start > 0:
-            args["Range"] = f"bytes={start}-"
+        return args
+
+    def _request(self, first: int, last: int | None) -> Any:
+        """GetObject of bytes ``first``..``last`` (None: to the end; no Range header for the
+        whole object), its ETag checked against the listed one."""
+        args = self._args()
+        if first > 0 or last is not None:
+            args["Range"] = f"bytes={first}-{'' if last is None else last}"
         response = self._s3.get_object(**args)
-        self._body = response["Body"]
-        self._body_pos = start
         if self._etag is not None and response.get("ETag") != self._etag:
-            self._drop_body()
+            self._close(response["Body"])
             self.mismatch = True
             raise SourceError(Reason.OBJECT_VERSION_MISMATCH, "the object changed since it was listed")
+        return response
+
+    def _get(self, start: int, listed_size: int | None) -> int:
+        """GetObject from ``start`` to the end; sets the body and returns the object's size."""
+        response = self._request(start, None)
+        self._body = response["Body"]
+        self._body_pos = start
         if listed_size is not None:
             return listed_size
         total = str(response.get("ContentRange") or "").rpartition("/")[2]
@@ -485,7 +590,11 @@ class S3Object(io.RawIOBase):
     def _drop_body(self) -> None:
         body, self._body = self._body, None
         if body is not None:
-            try:
-                body.close()
-            except Exception:  # closing a broken connection may fail; nothing to keep
-                logger.debug("closing an S3 body failed", exc_info=False)
+            self._close(body)
+
+    @staticmethod
+    def _close(body: Any) -> None:
+        try:
+            body.close()
+        except Exception:  # closing a broken connection may fail; nothing to keep
+            logger.debug("closing an S3 body failed", exc_info=False)

@@ -15,6 +15,13 @@ Rules, set by the test before the scan:
   the connection is closed: a body cut mid-stream.
 - :meth:`FaultProxy.deny_bucket` — every request naming the bucket (ListObjectVersions,
   GetObject, anything) answers ``403 AccessDenied``, for ever.
+- :meth:`FaultProxy.add_head_headers` — every HeadObject for a key gets moto's answer plus the
+  given response headers (``x-amz-archive-status``, ``x-amz-restore``: what moto does not
+  implement), for ever.
+
+GetObject rules (``fail_get``, ``truncate_get``) apply in the order they were set: a request takes
+the first rule for its key that has uses left, so a truncation set before a failure cuts the
+first body and fails the Range request that resumes it.
 
 Every request is logged (:attr:`FaultProxy.seen`, :class:`Seen`) with what the proxy did with it,
 and counted per (method, bucket, key, Range header) (:meth:`FaultProxy.count`).
@@ -43,7 +50,8 @@ _CHUNK = 64 * 1024
 @dataclass(frozen=True)
 class Seen:
     """One request the proxy received, and what it did: ``forwarded``, ``failed`` (an injected
-    error status), ``truncated`` (body cut) or ``denied``."""
+    error status), ``truncated`` (body cut), ``denied`` or ``annotated`` (a HEAD answered with
+    headers added)."""
 
     method: str
     bucket: str
@@ -88,6 +96,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._denied: set[str] = set()
+        self._head_headers: dict[tuple[str, str], dict[str, str]] = {}
         self.seen: list[Seen] = []
         proxy = self
 
@@ -125,6 +134,7 @@ class FaultProxy:
         with self._lock:
             self._rules.clear()
             self._denied.clear()
+            self._head_headers.clear()
             self.seen.clear()
 
     def fail_get(self, bucket: str, key: str, *, status: int, code: str, times: int) -> None:
@@ -145,6 +155,12 @@ class FaultProxy:
         with self._lock:
             self._denied.add(bucket)
 
+    def add_head_headers(self, bucket: str, key: str, headers: dict[str, str]) -> None:
+        """Every HeadObject for ``bucket``/``key`` from now on is answered with moto's headers
+        plus ``headers`` (for instance ``{"x-amz-archive-status": "DEEP_ARCHIVE_ACCESS"}``)."""
+        with self._lock:
+            self._head_headers.setdefault((bucket, key), {}).update(headers)
+
     # log
 
     def requests(self, bucket: str, key: str | None = None, *, get_object: bool = True) -> list[Seen]:
@@ -159,6 +175,12 @@ class FaultProxy:
             return Counter((s.method, s.bucket, s.key, s.range) for s in self.seen)
 
     # used by the handler
+
+    def _extra_headers(self, seen: Seen) -> dict[str, str]:
+        with self._lock:
+            if seen.method != "HEAD" or not seen.key:
+                return {}
+            return dict(self._head_headers.get((seen.bucket, seen.key), {}))
 
     def _decide(self, seen: Seen) -> tuple[str, _Rule | None]:
         with self._lock:
@@ -214,8 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(rule.status, rule.code, "injected by the fault proxy")
             self.owner._log(Seen(self.command, bucket, key, query, rng, action, rule.status))
             return
-        status = self._forward(body, cut=rule.after if rule is not None else None)
-        self.owner._log(Seen(self.command, bucket, key, query, rng, action, status))
+        extra = self.owner._extra_headers(probe)
+        status = self._forward(body, cut=rule.after if rule is not None else None, extra=extra)
+        self.owner._log(Seen(self.command, bucket, key, query, rng, "annotated" if extra else action, status))
 
     def _error(self, status: int, code: str, message: str) -> None:
         payload = error_body(code, message) if self.command != "HEAD" else b""
@@ -226,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _forward(self, body: bytes, cut: int | None) -> int:
+    def _forward(self, body: bytes, cut: int | None, extra: dict[str, str] | None = None) -> int:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP and k.lower() != "host"}
         headers["Host"] = f"{self.owner.upstream_host}:{self.owner.upstream_port}"
         if body or self.command in ("PUT", "POST"):
@@ -248,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.send_header(name, value)
             if length is not None:
                 self.send_header("Content-Length", length)
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             if self.command == "HEAD":
                 return response.status

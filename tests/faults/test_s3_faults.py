@@ -128,3 +128,81 @@ def test_a_bucket_denying_everything_is_one_error_item_and_the_other_bucket_is_s
     assert proxy.requests("locked", get_object=False)  # the listing was attempted and refused
     assert all(s.status == 403 for s in proxy.requests("locked", get_object=False))
     assert not proxy.requests("locked")  # no GetObject for a bucket that could not be listed
+
+
+def test_intelligent_tiering_archive_tier_is_skipped_without_a_get_object_and_its_neighbours_are_read(
+        proxy: FaultProxy, s3: MotoS3) -> None:
+    # moto has no archive tiers: the proxy adds the HeadObject headers S3 would send.
+    pan = make_pan()
+    c = versioned_bucket(s3, "tiered")
+    body = f"card {pan}\n".encode()
+    versions = {key: c.put_object(Bucket="tiered", Key=key, Body=body, StorageClass="INTELLIGENT_TIERING")["VersionId"]
+                for key in ("archived.csv", "restoring.csv", "restored.csv", "warm.csv")}
+    proxy.add_head_headers("tiered", "archived.csv", {"x-amz-archive-status": "DEEP_ARCHIVE_ACCESS"})
+    proxy.add_head_headers("tiered", "restoring.csv", {"x-amz-archive-status": "ARCHIVE_ACCESS",
+                                                       "x-amz-restore": 'ongoing-request="true"'})
+    proxy.add_head_headers("tiered", "restored.csv", {
+        "x-amz-archive-status": "ARCHIVE_ACCESS",
+        "x-amz-restore": 'ongoing-request="false", expiry-date="Fri, 21 Dec 2035 00:00:00 GMT"'})
+
+    code, records, stderr = scan("s3://tiered")
+
+    assert code == 1, stderr[-2000:]
+    items = {i["location"].rsplit("/", 1)[1]: i for i in of_type(records, "item")}
+    for key, tier in (("archived.csv", "DEEP_ARCHIVE_ACCESS"), ("restoring.csv", "ARCHIVE_ACCESS")):
+        assert (items[key]["status"], items[key]["reason"], items[key]["size"]) == (
+            "skipped", "INVALID_OBJECT_STATE", len(body))
+        assert items[key]["detail"] == f"Intelligent-Tiering archive tier {tier}: not readable without a restore"
+        assert s3.get_object_requests("tiered", key) == []  # nothing reached moto but the HEAD
+        heads = [r for r in proxy.requests("tiered", key, get_object=False) if r.method == "HEAD"]
+        assert [(h.query.get("versionId"), h.action) for h in heads] == [([versions[key]], "annotated")]
+    for key in ("restored.csv", "warm.csv"):
+        assert (items[key]["status"], items[key]["bytes_scanned"]) == ("complete", len(body))
+        assert len(s3.get_object_requests("tiered", key)) == 1
+    assert sorted((f["location"], f["masked"]) for f in of_type(records, "finding")) == [
+        ("s3://tiered/restored.csv", masked(pan)), ("s3://tiered/warm.csv", masked(pan))]
+
+
+def test_a_standard_object_is_read_without_a_head_object(proxy: FaultProxy, s3: MotoS3) -> None:
+    # The HeadObject that finds archive tiers costs a request: only INTELLIGENT_TIERING pays it.
+    c = s3.client
+    c.create_bucket(Bucket="plainclass")
+    c.put_object(Bucket="plainclass", Key="a.txt", Body=b"nothing\n")
+
+    code, records, stderr = scan("s3://plainclass")
+
+    assert code == 0, stderr[-2000:]
+    assert [i["status"] for i in of_type(records, "item")] == ["complete"]
+    assert [s.method for s in proxy.requests("plainclass", "a.txt", get_object=False)] == ["GET"]
+
+
+@pytest.mark.parametrize(("status", "code", "reason"), [
+    (404, "NoSuchVersion", "SOURCE_OBJECT_NO_LONGER_AVAILABLE"),
+    (403, "AccessDenied", "PERMISSION_DENIED"),
+])
+def test_a_resume_refused_after_a_cut_is_partial_with_the_s3_reason_and_keeps_the_findings_before_the_cut(
+        proxy: FaultProxy, s3: MotoS3, status: int, code: str, reason: str) -> None:
+    # The version is deleted (or access revoked) while it is read: the body is cut past the
+    # first PAN, and the Range GET that would resume it is refused.
+    before, after = make_pan(), make_pan("5412")
+    line = b"2024-11-30T10:00:00Z POST /api/pay status=201 bytes=128\n"
+    filler = line * (1_200_000 // len(line))
+    data = f"first {before} here\n".encode() + filler + filler + f"late {after} here\n".encode() + filler
+    cut = len(data) // 2
+    c = versioned_bucket(s3, "gone")
+    version = c.put_object(Bucket="gone", Key="pay.log", Body=data)["VersionId"]
+    proxy.truncate_get("gone", "pay.log", after=cut, times=1)
+    proxy.fail_get("gone", "pay.log", status=status, code=code, times=1)
+
+    code_, records, stderr = scan("s3://gone")
+
+    assert code_ == 1, stderr[-2000:]
+    [item] = of_type(records, "item")
+    assert (item["status"], item["reason"], item["version_id"]) == ("partial", reason, version)
+    assert 0 < item["bytes_scanned"] <= cut
+    assert code in item["detail"]
+    assert [(f["masked"], f["offset"]) for f in of_type(records, "finding")] == [(masked(before), len("first "))]
+    gets = proxy.requests("gone", "pay.log")
+    assert [(g.action, g.range, g.status) for g in gets] == [
+        ("truncated", None, 200), ("failed", f"bytes={cut}-", status)]
+    assert before not in json.dumps(records) + stderr

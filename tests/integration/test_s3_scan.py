@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,12 @@ from botocore.exceptions import ClientError, ResponseStreamingError
 # tests' ``s3`` parameters shadow the import on purpose.
 from s3_server import MotoS3, moto_server, of_type, s3, scan, versioned_bucket  # noqa: F401
 
-from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD
+from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
+from panscan.engine.worker import WorkerContext
+from panscan.extract.sniff import MAGIC_LEN
 from panscan.match.luhn import check_digit
-from panscan.model import Item, Reason
+from panscan.match.matcher import RANGE_OVERLAP
+from panscan.model import Item, Reason, Status
 from panscan.sources import s3 as s3_source
 from panscan.sources.files import SourceError
 
@@ -237,8 +241,40 @@ def test_pan_across_a_range_boundary_of_a_big_object_is_found_once(s3: MotoS3) -
     assert (finding["offset"], finding["masked"]) == (at, masked(pan))
     [item] = of_type(records, "item")
     assert (item["status"], item["bytes_scanned"]) == ("complete", 70 * 2**20)
-    ranges = [r.range for r in s3.get_object_requests("big", "big.bin") if r.range]
-    assert len(ranges) >= 2  # the ranges after the first were read with Range GETs
+    gets = s3.get_object_requests("big", "big.bin")
+    assert len([r for r in gets if r.range]) >= 2  # the ranges after the first were read with Range GETs
+    assert len([r for r in gets if r.range is None]) <= 1  # only by the range starting at 0
+
+
+def test_each_byte_range_task_gets_its_own_range_and_never_the_whole_object(s3: MotoS3) -> None:
+    # In process, with small ranges: 3 MiB + 777 bytes in four 1 MiB tasks run by forked
+    # workers over HTTP. The PAN straddles the first range edge.
+    range_size = 2**20
+    size = 3 * range_size + 777
+    pan = make_pan()
+    at = range_size - 7
+    body = bytearray(b"log line without numbers\n" * (size // 25 + 1))[:size]
+    body[at - 1:at + len(pan) + 1] = f" {pan} ".encode()
+    c = s3.client
+    c.create_bucket(Bucket="ranged")
+    c.put_object(Bucket="ranged", Key="big.log", Body=bytes(body))
+    items = [r for r in s3_source.enumerate_s3(["s3://ranged"], s3_source.S3Options()) if isinstance(r, Item)]
+    with s3.lock:
+        s3.requests.clear()
+
+    with LocalEngine(WorkerContext(b"k" * 32), 2, split_threshold=2 * range_size, range_size=range_size) as engine:
+        [result] = list(engine.run(items))
+
+    assert (result.status, result.bytes_scanned) == (Status.COMPLETE, size)
+    assert [(f.offset, f.masked) for f in result.findings] == [(at, masked(pan))]
+    gets = s3.get_object_requests("ranged", "big.log")
+    assert len([r for r in gets if r.range is None]) <= 1  # only by the range starting at 0
+    # Each task past the first: one GET from its start (less the overlap) to the end, and one
+    # bounded GET of the first bytes to sniff the type. Nothing else.
+    assert Counter(r.range for r in gets) == Counter(
+        {None: 1, f"bytes=0-{MAGIC_LEN - 1}": 3,
+         **{f"bytes={k * range_size - RANGE_OVERLAP}-": 1 for k in (1, 2, 3)}})
+    assert all(r.query.get("versionId") == ["null"] for r in gets)
 
 
 # --- opening one version, in process ---------------------------------------------------
@@ -350,7 +386,8 @@ def test_a_version_deleted_since_the_listing_is_no_longer_available(s3: MotoS3) 
 
 
 def test_an_archived_object_read_anyway_is_an_invalid_object_state(s3: MotoS3) -> None:
-    # What an Intelligent-Tiering object in an archive tier gives: the listing cannot tell.
+    # An Intelligent-Tiering object whose HeadObject cannot tell its tier (moto refuses HEAD
+    # with versionId=null in an unversioned bucket) is still refused by its GetObject.
     c = s3.client
     c.create_bucket(Bucket="arch")
     c.put_object(Bucket="arch", Key="f", Body=b"data", StorageClass="GLACIER")
