@@ -1,4 +1,4 @@
-"""The state database: sweeps, what was scanned, findings, pending S3 restores and Glacier jobs.
+"""The state database: sweeps, what was scanned, findings, pending S3 restores, Glacier jobs and inventories.
 
 One SQLite file (stdlib ``sqlite3``, WAL journal), written only by the coordinator process;
 other processes (``panscan report``, ``panscan jobs``) may read it while a scan runs.
@@ -130,6 +130,19 @@ class GlacierJob:
     description: str | None = None
 
 
+@dataclass(frozen=True)
+class StoredInventory:
+    """A Glacier vault inventory as collected: ``archives`` are dicts with ``archive_id``,
+    ``description`` (masked by the caller before storing), ``creation_date`` (POSIX seconds),
+    ``size`` and ``tree_hash``, in the inventory's order."""
+
+    vault: str
+    region: str | None
+    inventory_date: float
+    collected_at: float
+    archives: list[dict[str, Any]]
+
+
 # --- serialisation -------------------------------------------------------------------------
 
 _T = TypeVar("_T")
@@ -243,7 +256,7 @@ _FINDING_COLUMNS = """        is_latest INTEGER,
         test_card INTEGER NOT NULL,
         retention TEXT"""
 
-_SCHEMA = (
+_SCHEMA: tuple[str, ...] = (
     """CREATE TABLE sweeps (
         id INTEGER PRIMARY KEY,
         started REAL NOT NULL,
@@ -335,6 +348,21 @@ _SCHEMA = (
     "CREATE INDEX glacier_jobs_by_status ON glacier_jobs (status)",
 )
 
+# Added to schema version 1 after files of it existed (never released, so no version bump):
+# created by every open that does not find them, so older files gain them.
+_ADDED_SCHEMA: tuple[str, ...] = (
+    # One row per vault and region (region '' for the default one): the last inventory collected.
+    """CREATE TABLE IF NOT EXISTS glacier_inventories (
+        vault TEXT NOT NULL,
+        region TEXT NOT NULL,
+        inventory_date REAL NOT NULL,
+        collected_at REAL NOT NULL,
+        archives TEXT NOT NULL,         -- JSON list of archive dicts (see StoredInventory)
+        PRIMARY KEY (vault, region))""",
+    "CREATE INDEX IF NOT EXISTS glacier_jobs_by_archive ON glacier_jobs (vault, archive_id)",
+)
+_SCHEMA += _ADDED_SCHEMA
+
 # Statements used per item are module constants: sqlite3 caches prepared statements by text.
 _LOOKUP = """SELECT s.sweep_id FROM seen AS s
     JOIN sweep_items AS i ON i.sweep_id = s.sweep_id AND i.location = s.location AND i.version_id = s.version_id
@@ -374,12 +402,27 @@ _ALL_JOBS = """SELECT job_id, vault, region, action, archive_id, tier, initiated
     description FROM glacier_jobs ORDER BY initiated_at, job_id"""
 _PENDING_JOBS = """SELECT job_id, vault, region, action, archive_id, tier, initiated_at, status, detail, attempts, size,
     description FROM glacier_jobs WHERE status = 'pending' ORDER BY initiated_at, job_id"""
+# Newest first; rowid breaks ties between jobs initiated in the same instant.
+_ARCHIVE_JOB = """SELECT job_id, vault, region, action, archive_id, tier, initiated_at, status, detail, attempts, size,
+    description FROM glacier_jobs WHERE vault = ? AND archive_id = ? AND action = 'ArchiveRetrieval'
+    ORDER BY initiated_at DESC, rowid DESC LIMIT 1"""
+_VAULT_ARCHIVE_JOBS = """SELECT job_id, vault, region, action, archive_id, tier, initiated_at, status, detail, attempts,
+    size, description FROM glacier_jobs WHERE vault = ? AND action = 'ArchiveRetrieval' ORDER BY initiated_at, rowid"""
+_PENDING_INVENTORY_JOB = """SELECT job_id, vault, region, action, archive_id, tier, initiated_at, status, detail,
+    attempts, size, description FROM glacier_jobs
+    WHERE vault = ? AND region IS ? AND action = 'InventoryRetrieval' AND status = 'pending'
+    ORDER BY initiated_at DESC, rowid DESC LIMIT 1"""
 _RESTORES = """SELECT location, version_id, tier, storage_class, size, requested_at, sweep_id FROM restores
     ORDER BY requested_at, location, version_id"""
 _REPLAY_PAGE_SIZE = 1000
 _REPLAY_PAGE = """SELECT rowid, location, version_id, item, status, reason, detail, bytes_scanned, findings,
         unchanged_since_sweep, retention
     FROM sweep_items WHERE sweep_id = ? AND rowid > ? ORDER BY rowid LIMIT ?"""
+_LAST_FINDINGS_OF = """SELECT is_latest, member, "offset", line, kind, brand, masked, fingerprint, confidence,
+    test_card, retention, change FROM sweep_findings WHERE location = ? AND version_id = ? AND member = ?
+    AND sweep_id = (SELECT max(sweep_id) FROM sweep_findings
+                    WHERE location = ? AND version_id = ? AND member = ?)
+    ORDER BY rowid"""
 _CARRIED_ITEM = """SELECT bytes_scanned, findings, detail FROM sweep_items
     WHERE sweep_id = ? AND location = ? AND version_id = ? AND status = 'complete'"""
 
@@ -548,6 +591,9 @@ class State:
         if version < 1 or missing:
             raise StateError(f"{path} is not a panscan state database (missing tables: {', '.join(missing)})"
                              if missing else f"{path} is not a panscan state database (schema version {version})")
+        if create:
+            for statement in _ADDED_SCHEMA:
+                conn.execute(statement)
 
     def close(self) -> None:
         """Commit what is buffered and close; closing twice is harmless."""
@@ -725,6 +771,15 @@ class State:
             for r in self._fetch(_ITEM_FINDINGS, (from_sweep, location, vid)))
         return ItemResult(item, Status.COMPLETE, None, _text_opt(detail), bytes_scanned, findings,
                           unchanged_since_sweep=from_sweep)
+
+    def last_findings(self, item: Item, member: str) -> tuple[Finding, ...]:
+        """The findings under ``member`` that the latest sweep which had any recorded for
+        ``item`` (e.g. those in a Glacier archive's description, scanned once, when its
+        inventory was collected), rebuilt for ``item``."""
+        self.flush()
+        key = (_db(item.location), _vid(item.version_id), member)
+        return tuple(_finding(r, item.location, item.version_id, item.is_latest, change=None, retention=None)
+                     for r in self._fetch(_LAST_FINDINGS_OF, key + key))
 
     def annotate(self, previous_id: int | None, result: ItemResult) -> ItemResult:
         """``result`` with each finding's ``change``: "new" or "still present" against ``previous_id``."""
@@ -941,6 +996,47 @@ class State:
         """Jobs in the order they were initiated; only 'pending' ones unless ``pending_only`` is false."""
         with self._reading() as conn:
             return [GlacierJob(*r) for r in conn.execute(_PENDING_JOBS if pending_only else _ALL_JOBS)]
+
+    def job_for_archive(self, vault: str, archive_id: str) -> GlacierJob | None:
+        """The newest ArchiveRetrieval job of the archive, whatever its status."""
+        rows = self._fetch(_ARCHIVE_JOB, (vault, archive_id))
+        return GlacierJob(*rows[0]) if rows else None
+
+    def archive_jobs(self, vault: str) -> dict[str, GlacierJob]:
+        """The newest ArchiveRetrieval job of each archive of ``vault`` that has one (one query
+        for a whole inventory, where :meth:`job_for_archive` would take one per archive)."""
+        newest: dict[str, GlacierJob] = {}
+        for r in self._fetch(_VAULT_ARCHIVE_JOBS, (vault,)):
+            job = GlacierJob(*r)
+            if job.archive_id is not None:
+                newest[job.archive_id] = job  # oldest first: the last one wins
+        return newest
+
+    def pending_inventory_job(self, vault: str, region: str | None) -> GlacierJob | None:
+        """The newest 'pending' InventoryRetrieval job of the vault in ``region``."""
+        rows = self._fetch(_PENDING_INVENTORY_JOB, (vault, region))
+        return GlacierJob(*rows[0]) if rows else None
+
+    # --- Glacier inventories -------------------------------------------------------------------
+
+    def store_inventory(self, vault: str, region: str | None, inventory_date: float, collected_at: float,
+                        archives: list[dict[str, Any]]) -> None:
+        """Keep a collected inventory, replacing the vault's earlier one (committed at once).
+        Descriptions must already be masked: this module stores what it is given."""
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO glacier_inventories (vault, region, inventory_date, collected_at, archives) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (vault, region or "", inventory_date, collected_at, json.dumps(archives, separators=(",", ":"))))
+
+    def inventory(self, vault: str, region: str | None) -> StoredInventory | None:
+        """The inventory last stored for the vault in ``region``, or None."""
+        rows = self._fetch("SELECT inventory_date, collected_at, archives FROM glacier_inventories "
+                           "WHERE vault = ? AND region = ?", (vault, region or ""))
+        if not rows:
+            return None
+        inventory_date, collected_at, archives = rows[0]
+        return StoredInventory(vault, region, inventory_date, collected_at, json.loads(archives))
 
 
 
