@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,8 +17,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from panscan import __version__
-from panscan.config import ConfigError, Policy, describe_policy, load_policy, parse_size
-from panscan.engine.runner import EXIT_INCOMPLETE, EXIT_USAGE, ScanOptions, UsageError, run_scan, state_path
+from panscan.config import ConfigError, Policy, describe_policy, load_policy, parse_duration, parse_size
+from panscan.engine.runner import (
+    EXIT_INCOMPLETE,
+    EXIT_USAGE,
+    ScanOptions,
+    UsageError,
+    aws_endpoint,
+    run_scan,
+    state_path,
+)
 from panscan.findings.mask import mask_text
 from panscan.sinks.base import FORMATS
 from panscan.state import StateError
@@ -77,6 +86,30 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise _ArgumentError(f"{self.prog}: error: {message}")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text, "size")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+
+
+def _days(text: str) -> int:
+    try:
+        return parse_duration(text, "age")
+    except ConfigError:
+        raise argparse.ArgumentTypeError("expected an age such as 90d, 13w or 2y") from None
+
+
+_WAIT = re.compile(r"^\s*(\d+)\s*([smh])\s*$")
+
+
+def _days_or_time(text: str) -> float:
+    m = _WAIT.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError("expected a duration such as 90s, 30m or 6h")
+    return float(int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]])
 
 
 def _worker_count(text: str) -> int:
@@ -139,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
         "scan", help="scan files, directories and S3 for card data",
         description="Scan files and directories (mounted volumes included) for card numbers and track data.",
         epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scan.add_argument("targets", nargs="+", metavar="TARGET",
+    scan.add_argument("targets", nargs="*", metavar="TARGET",
                       help="a file or directory, s3://bucket[/prefix] (every version of every object "
-                           "under it) or s3:// (every bucket the credentials can list); glacier:// "
-                           "targets come in a later version")
+                           "under it), s3:// (every bucket the credentials can list), "
+                           "s3-inventory://bucket/manifest.json, glacier://vault or glacier:// (every vault)")
     out = scan.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS + PLANNED_FORMATS, default="table",
                      help="report format: table (default; summary, findings, incomplete items), jsonl "
@@ -174,6 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
                            "or the AWS configuration)")
 
+    ebs = scan.add_argument_group("EBS volumes (on an EC2 instance)")
+    ebs.add_argument("--volumes", action="store_true",
+                     help="also scan every mounted filesystem of the EBS volumes attached to this instance "
+                          "(see 'panscan volumes'); items and findings carry the volume id")
+    ebs.add_argument("--include-root", action="store_true",
+                     help="with --volumes: the root volume too (default: the others only)")
+
+    glacier = scan.add_argument_group("Glacier vaults (glacier://vault, glacier://)")
+    glacier.add_argument("--retrieve", action="store_true",
+                         help="start archive-retrieval jobs for the archives of the vault inventory (a write "
+                              "action and a cost: an estimate is printed first; tier from --restore, default "
+                              "standard); a later run reads the outputs")
+    glacier.add_argument("--max-bytes", type=_size, metavar="SIZE",
+                         help="with --retrieve: retrieve at most this many bytes (e.g. 50GiB)")
+    glacier.add_argument("--older-than", type=_days, metavar="AGE",
+                         help="with --retrieve: only archives created more than AGE ago (e.g. 365d)")
+    glacier.add_argument("--wait", type=_days_or_time, metavar="DURATION", default=0.0,
+                         help="wait up to DURATION (e.g. 30m, 6h) for Glacier jobs to complete instead of "
+                              "reporting them JOB_PENDING")
+    glacier.add_argument("--yes", action="store_true",
+                         help="start retrievals without asking (needed when stdin is not a terminal)")
+    glacier.add_argument("--region", metavar="REGION", help="AWS region of the vaults (default: the AWS configuration)")
+
     perf = scan.add_argument_group("performance")
     perf.add_argument("--workers", type=_worker_count, metavar="N",
                       help="worker processes (default: one per CPU core)")
@@ -182,8 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     planned = scan.add_argument_group("not available yet", "accepted for compatibility with DESIGN.md; "
                                       "using them is a usage error (exit 3) in this version")
-    for flag in ("--retrieve", "--volumes", "--include-root"):
-        planned.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     for flag in ("--evidence", "--scheduler"):
         planned.add_argument(flag, metavar="VALUE", help=argparse.SUPPRESS)
     planned.add_argument("--engine", choices=("local", "dask"), default="local",
@@ -191,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_retention_parser(commands)
     _add_stored_parsers(commands)
+    volumes = commands.add_parser(
+        "volumes", help="EBS volumes attached to this EC2 instance: devices, mounts, encryption",
+        description="List the EBS volumes attached to this instance (instance metadata, IMDSv2, then\n"
+                    "DescribeVolumes): volume id, device, mount points, filesystem, size, encryption and\n"
+                    "KMS key; for attached volumes that are not mounted, the read-only mount commands.",
+        epilog="exit status: 0 listed, 3 not on EC2 (or instance metadata disabled) or DescribeVolumes refused",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    volumes.add_argument("--format", choices=("table", "jsonl"), default="table")
+    volumes.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
+
     check = commands.add_parser(
         "check-config", help="validate a policy file (panscan.toml)",
         description="Validate a policy file and print what it says; errors name the line.",
@@ -247,6 +311,9 @@ def _add_retention_parser(commands: argparse._SubParsersAction) -> None:  # type
     ret.add_argument("--latest-only", action="store_true", help="S3: judge current versions only")
     ret.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links")
     ret.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
+    ret.add_argument("--state", type=Path, metavar="PATH",
+                     help="state database holding Glacier vault inventories (glacier:// targets; default as "
+                          "for scan)")
 
 
 def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -269,11 +336,14 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
         formatter_class=argparse.RawDescriptionHelpFormatter)
     jobs.add_argument("--format", choices=("table", "jsonl"), default="table")
     jobs.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
-    jobs.add_argument("--collect", action="store_true", help=argparse.SUPPRESS)
+    jobs.add_argument("--collect", action="store_true",
+                      help="ask Glacier about each pending job and fetch finished inventories (archive "
+                           "outputs are read by the next scan)")
+    jobs.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
 
 
 def _unavailable(args: argparse.Namespace) -> str | None:
-    for name in ("retrieve", "volumes", "include_root", "evidence", "scheduler"):
+    for name in ("evidence", "scheduler"):
         if getattr(args, name):
             return "--" + name.replace("_", "-")
     if args.engine != "local":
@@ -323,6 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "patterns":
             return _patterns_test(args)
+        if args.command == "volumes":
+            from panscan.engine.volumes import run_volumes
+            from panscan.sources.ebs import DiscoveryError
+
+            try:
+                with aws_endpoint(args.endpoint_url):
+                    return run_volumes(args.format, sys.stdout)
+            except DiscoveryError as exc:
+                raise UsageError(str(exc)) from None
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "retention":
@@ -332,11 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_report(state_path(args.state), args.sweep, args.format, args.output)
         if args.command == "jobs":
-            if args.collect:
-                raise UsageError("--collect is not available yet in this version (it collects Glacier jobs)")
             from panscan.engine.stored import run_jobs
 
-            return run_jobs(state_path(args.state), args.format)
+            with aws_endpoint(args.endpoint_url):
+                return run_jobs(state_path(args.state), args.format, collect=args.collect)
         return _scan(args)
     except (UsageError, ConfigError) as exc:
         _say(f"panscan: error: {exc}")
@@ -356,6 +434,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.flush()
 
 
+def _confirm(estimate: str) -> bool:
+    """Ask before a retrieval is initiated; without a terminal to ask on, the answer is no."""
+    _say(estimate)
+    if not sys.stdin.isatty():
+        _say("panscan: retrievals not initiated: stdin is not a terminal (pass --yes to initiate them)")
+        return False
+    try:
+        answer = input("Initiate these retrievals? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _check_config(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy_file)
     for line in describe_policy(policy):
@@ -370,7 +461,7 @@ def _retention(args: argparse.Namespace) -> int:
     opts = RetentionOptions(
         targets=tuple(args.targets), policy=load_policy(args.policy), fmt=args.format, output=args.output,
         excludes=tuple(args.exclude), latest_only=args.latest_only, follow_symlinks=args.follow_symlinks,
-        endpoint_url=args.endpoint_url, as_of=args.as_of)
+        endpoint_url=args.endpoint_url, as_of=args.as_of, state=state_path(args.state))
     return run_retention(opts)
 
 
@@ -390,12 +481,25 @@ def _scan(args: argparse.Namespace) -> int:
     flag = _unavailable(args)
     if flag:
         raise UsageError(f"{flag} is not available yet in this version")
+    if not args.targets and not args.volumes:
+        raise UsageError("nothing to scan: give at least one TARGET, or --volumes")
+    if args.include_root and not args.volumes:
+        raise UsageError("--include-root goes with --volumes")
+    vaults = any(t.startswith("glacier://") for t in args.targets)
+    if args.retrieve and not vaults:
+        raise UsageError("--retrieve goes with glacier:// targets (for S3 archived objects use --restore)")
+    for name, value in (("--max-bytes", args.max_bytes), ("--older-than", args.older_than), ("--yes", args.yes)):
+        if value and not args.retrieve:
+            raise UsageError(f"{name} goes with --retrieve")
     policy = load_policy(args.policy) if args.policy else Policy()
     opts = ScanOptions(
         targets=tuple(args.targets), fmt=args.format, output=args.output, workers=args.workers,
         policy=policy, state=args.state, no_state=args.no_state, excludes=tuple(args.exclude),
         follow_symlinks=args.follow_symlinks, latest_only=args.latest_only, endpoint_url=args.endpoint_url,
         restore=None if args.restore in (None, "none") else args.restore.capitalize(), as_of=args.as_of,
+        retrieve=args.retrieve, max_bytes=args.max_bytes, older_than_days=args.older_than,
+        wait_seconds=args.wait, confirm=None if args.yes else _confirm, region=args.region,
+        volumes=args.volumes, include_root=args.include_root,
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
     )
     return run_scan(opts)

@@ -85,6 +85,11 @@ class Item:
     # S3 non-current versions: when the version stopped being current (the LastModified of
     # the next newer version or delete marker of the same key). POSIX seconds, UTC.
     noncurrent_since: float | None = None
+    # Glacier archives: the ArchiveDescription (scanned for card data like content; masked
+    # with the location before it reaches a report or the state), and the succeeded
+    # archive-retrieval job whose output holds the content (None: content not retrieved).
+    description: str | None = None
+    job_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,7 @@ class Finding:
     test_card: bool
     retention: str | None = None  # "expired" when the item is older than its retention rule
     change: str | None = None  # against the previous sweep (state): "new" or "still present"
+    volume_id: str | None = None  # the EBS volume the item sits on (scan --volumes)
 
     def to_record(self) -> dict[str, Any]:
         # Field by field: dataclasses.asdict deep-copies and costs more than the scan itself
@@ -128,6 +134,7 @@ class Finding:
             "kind": str(self.kind), "brand": self.brand, "masked": self.masked,
             "fingerprint": self.fingerprint, "confidence": str(self.confidence),
             "test_card": self.test_card, "retention": self.retention, "change": self.change,
+            "volume_id": self.volume_id,
         }
 
 
@@ -161,6 +168,7 @@ class ItemResult:
             "findings": len(self.findings),
             "size": self.item.size,
             "unchanged_since_sweep": self.unchanged_since_sweep,
+            "volume_id": self.item.volume_id,
         }
 
 

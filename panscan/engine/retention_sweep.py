@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +32,11 @@ from panscan.engine.runner import (
     enumerate_targets,
     masked_record,
     open_report,
+    open_state,
 )
 from panscan.engine.sweep import judge_item
 from panscan.findings.mask import mask_text
-from panscan.model import Item, ItemResult, RetentionVerdict, Status
+from panscan.model import Item, ItemResult, Reason, RetentionVerdict, Status
 from panscan.retention import LifecycleGap, RetentionTally, has_rules, lifecycle_gaps
 from panscan.sinks.base import EXIT_MEANINGS, display, format_size
 from panscan.sinks.table import format_table
@@ -57,6 +59,7 @@ class RetentionOptions:
     follow_symlinks: bool = False
     endpoint_url: str | None = None
     as_of: float | None = None
+    state: Path | None = None  # for glacier:// targets: where vault inventories and their jobs are kept
 
 
 @dataclass
@@ -106,10 +109,11 @@ def _sweep(opts: RetentionOptions, now: float, write: Any, stderr: TextIO) -> _O
     interrupted = False
     with Progress(stderr) as progress:
         try:
-            for record in enumerate_targets(opts.targets, walk, opts.latest_only):
+            for record in _listing(opts, walk, now):
                 item = record.item if isinstance(record, ItemResult) else record
-                if isinstance(record, ItemResult) and record.status is Status.ERROR and item.last_modified is None:
-                    errors.append(_masked_error(record))  # a listing that failed: its items are unknown
+                if isinstance(record, ItemResult) and item.last_modified is None and (
+                        record.status is Status.ERROR or record.reason is Reason.JOB_PENDING):
+                    errors.append(_masked_error(record))  # a listing that failed or is pending: items unknown
                     continue
                 bucket = _bucket_of(item)
                 if bucket:
@@ -126,6 +130,19 @@ def _sweep(opts: RetentionOptions, now: float, write: Any, stderr: TextIO) -> _O
             logger.warning("interrupted: the report covers the items listed so far")
     gaps = _lifecycle_gaps(list(buckets), opts.policy) if buckets else []
     return _Outcome(tally, gaps, errors, oldest, interrupted, time.monotonic() - t0)
+
+
+def _listing(opts: RetentionOptions, walk: WalkOptions, now: float) -> Iterator[Item | ItemResult]:
+    """The targets' records; Glacier vaults need the state (their inventories are jobs that
+    span runs), which is opened only then."""
+    if not any(t.startswith("glacier://") for t in opts.targets):
+        yield from enumerate_targets(opts.targets, walk, opts.latest_only)
+        return
+    from panscan.sources.glacier import GlacierOptions
+
+    with open_state(opts.state) as state:
+        yield from enumerate_targets(opts.targets, walk, opts.latest_only, glacier=GlacierOptions(now=now),
+                                     state=state)
 
 
 def _lifecycle_gaps(buckets: list[str], policy: Policy) -> list[LifecycleGap]:
@@ -237,5 +254,5 @@ def _version(v: RetentionVerdict) -> str:
 _MEANINGS = {
     0: "nothing past retention, every lifecycle enforces the policy",
     1: "items past retention, or a bucket lifecycle that cannot enforce the policy",
-    2: "nothing flagged, but a target could not be listed completely",
+    2: "nothing flagged, but a target could not be listed completely (or its inventory is pending)",
 }

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from panscan import __version__
 from panscan.config import Policy
@@ -43,6 +43,9 @@ from panscan.model import Item, ItemResult, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
 from panscan.sources.files import WalkOptions, enumerate_files
 from panscan.state import State, StateError
+
+if TYPE_CHECKING:
+    from panscan.sources.glacier import GlacierOptions
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,18 @@ class ScanOptions:
     split_threshold: int = SPLIT_THRESHOLD
     range_size: int = RANGE_SIZE
     as_of: float | None = None  # judge retention as of this time (POSIX seconds); None: now
+    # Glacier: start archive-retrieval jobs (tier from ``restore``), selected by size budget and
+    # age; how long to wait for jobs; the question asked before a retrieval is initiated.
+    retrieve: bool = False
+    max_bytes: int | None = None
+    older_than_days: int | None = None
+    wait_seconds: float = 0.0
+    confirm: Callable[[str], bool] | None = None
+    region: str | None = None
+    # EBS: scan every mounted filesystem of the volumes attached to this instance (the root
+    # volume too with ``include_root``); items and findings carry their volume id.
+    volumes: bool = False
+    include_root: bool = False
 
 
 def default_state_dir() -> Path:
@@ -135,23 +150,26 @@ def check_targets(targets: tuple[str, ...]) -> None:
     """Reject targets this version cannot scan (exit 3 before any work)."""
     for target in targets:
         scheme, sep, _ = target.partition("://")
-        if scheme == "s3-inventory" and sep:
+        if scheme in ("s3-inventory", "glacier") and sep:
+            from panscan.sources.glacier import parse_glacier_url
             from panscan.sources.s3_inventory import parse_inventory_url
 
             try:
-                parse_inventory_url(target)
+                (parse_glacier_url if scheme == "glacier" else parse_inventory_url)(target)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
             continue
         if sep and scheme.isidentifier() and scheme != "s3":
             # Only the scheme is echoed: the rest of a target is a name that may hold a number.
-            raise UsageError(f"{scheme}:// targets are not supported yet; this version scans local paths, "
-                             "s3:// and s3-inventory:// targets")
+            raise UsageError(f"{scheme}:// targets are not supported; panscan scans local paths, s3://, "
+                             "s3-inventory:// and glacier:// targets")
 
 
 def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: bool = False,
                       restore: str | None = None,
-                      restore_pending: Callable[[Item], bool] | None = None) -> Iterator[Item | ItemResult]:
+                      restore_pending: Callable[[Item], bool] | None = None, *,
+                      glacier: GlacierOptions | None = None,
+                      state: State | None = None) -> Iterator[Item | ItemResult]:
     """The records of every target, in the order given; runs of consecutive local paths and
     of consecutive ``s3://`` targets are each listed by their source, and an
     ``s3-inventory://`` target takes its listing from the S3 Inventory report it names."""
@@ -171,11 +189,18 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: 
             for manifest in run:
                 yield from enumerate_inventory(manifest, client, latest_only=latest_only,
                                                excludes=walk.excludes)
+        elif kind == "glacier":
+            from panscan.sources.glacier import GlacierOptions as Options
+            from panscan.sources.glacier import enumerate_glacier
+
+            yield from enumerate_glacier(run, glacier or Options(), state)
         else:
             yield from enumerate_files(run, walk)
 
 
 def _target_kind(target: str) -> str:
+    if target.startswith("glacier://"):
+        return "glacier"
     if target.startswith("s3://"):
         return "s3"
     if target.startswith("s3-inventory://"):
@@ -213,25 +238,34 @@ def masked_record(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def aws_endpoint(url: str | None) -> Iterator[None]:
-    """``AWS_ENDPOINT_URL`` set to ``url`` (when given) for the duration of the scan.
+def aws_endpoint(url: str | None, region: str | None = None) -> Iterator[None]:
+    """``AWS_ENDPOINT_URL`` (and the region, when given) set for the duration of the scan;
+    see :func:`_environment`."""
+    with _environment("AWS_ENDPOINT_URL", url), _environment("AWS_REGION", region), \
+            _environment("AWS_DEFAULT_REGION", region):
+        yield
 
-    The environment is how the endpoint reaches the workers: they are forked after this is
-    set and botocore reads the variable when each of them builds its client. It is restored
-    afterwards so an in-process caller (tests) is left as it was.
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """The variable ``name`` set to ``value`` (when given) for the duration of the scan.
+
+    The environment is how the endpoint and region reach the workers: they are forked after
+    this is set and botocore reads the variables when each of them builds its client. It is
+    restored afterwards so an in-process caller (tests) is left as it was.
     """
-    if url is None:
+    if value is None:
         yield
         return
-    previous = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ["AWS_ENDPOINT_URL"] = url
+    previous = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop("AWS_ENDPOINT_URL", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["AWS_ENDPOINT_URL"] = previous
+            os.environ[name] = previous
 
 
 @contextlib.contextmanager
@@ -321,12 +355,17 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     check_targets(opts.targets)
+    volumes = discover_volumes(opts.include_root) if opts.volumes else []
+    mounted = {m: v.volume_id for v in volumes for m in scanned_mounts(v)}
+    if volumes and not mounted:
+        logger.warning("no mounted EBS volume to scan (see 'panscan volumes')")
+    opts = replace(opts, targets=opts.targets + tuple(m for m in mounted if m not in opts.targets))
     started, t0 = datetime.now(UTC), time.monotonic()
     now = opts.as_of if opts.as_of is not None else started.timestamp()
     tally = Tally()
     db = None if opts.no_state else state_path(opts.state)
     with key_directory(opts.state, opts.no_state) as key_dir, open_state(db) as state, \
-            open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url):
+            open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url, opts.region):
         try:
             key = load_or_create_key(key_dir)
         except (OSError, ValueError) as exc:
@@ -338,6 +377,8 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                            follow_symlinks=opts.follow_symlinks, one_filesystem=opts.one_filesystem)
         pattern_version = load_patterns().version
         sweep = _begin_sweep(state, opts, now, pattern_version)
+        for volume in volumes:
+            sink.write_volume(masked_record(volume.to_record()))
         engine = LocalEngine(ctx, opts.workers, split_threshold=opts.split_threshold,
                              range_size=opts.range_size)
         interrupted = False
@@ -347,7 +388,10 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                     logger.debug("scanning with %d worker processes", engine.workers)
                     seen_buckets: set[str] = set()
                     listed = enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore,
-                                               sweep.restore_pending if state is not None else None)
+                                               sweep.restore_pending if state is not None else None,
+                                               glacier=_glacier_options(opts, now, sweep), state=state)
+                    if mounted:
+                        listed = tag_volumes(listed, mounted)
                     for result in engine.run(sweep.skip_unchanged(listed)):
                         _report_bucket(result.item, seen_buckets, sink, sweep)
                         masked, verdict = sweep.judge(mask_result(result))
@@ -366,6 +410,57 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             logger.warning("interrupted: the report covers the items finished so far")
         summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
     return summary.exit_status
+
+
+def discover_volumes(include_root: bool) -> list[Any]:
+    """The EBS volumes attached to this instance; not being on EC2 is a usage error."""
+    from panscan.sources.ebs import DiscoveryError, discover
+
+    try:
+        _, volumes = discover()
+    except DiscoveryError as exc:
+        raise UsageError(str(exc)) from None
+    return [v for v in volumes if include_root or not v.is_root]
+
+
+def scanned_mounts(volume: Any) -> list[str]:
+    """Where a volume's filesystems are mounted, each once (a bind mount of the same
+    filesystem elsewhere would be scanned twice)."""
+    seen: dict[str, str] = {}
+    for m in volume.mounts:
+        seen.setdefault(m.device, m.mount_point)
+    return list(seen.values())
+
+
+def tag_volumes(records: Iterator[Item | ItemResult], mounted: dict[str, str]) -> Iterator[Item | ItemResult]:
+    """``records`` with the volume id of the mount point each lies under (the longest match)."""
+    points = sorted(mounted, key=len, reverse=True)
+
+    def volume_of(location: str) -> str | None:
+        for point in points:
+            if location == point or location.startswith(point.rstrip("/") + "/"):
+                return mounted[point]
+        return None
+
+    for record in records:
+        item = record.item if isinstance(record, ItemResult) else record
+        volume = volume_of(item.location) if item.source == "file" else None
+        if volume is None:
+            yield record
+        elif isinstance(record, ItemResult):
+            yield replace(record, item=replace(item, volume_id=volume))
+        else:
+            yield replace(item, volume_id=volume)
+
+
+def _glacier_options(opts: ScanOptions, now: float, sweep: Sweep) -> GlacierOptions | None:
+    if not any(t.startswith("glacier://") for t in opts.targets):
+        return None
+    from panscan.sources.glacier import GlacierOptions
+
+    return GlacierOptions(retrieve=opts.retrieve, tier=opts.restore or "Standard", max_bytes=opts.max_bytes,
+                          older_than_days=opts.older_than_days, wait_seconds=opts.wait_seconds,
+                          confirm=opts.confirm, now=now, already_scanned=sweep.scanned_before)
 
 
 def _begin_sweep(state: State | None, opts: ScanOptions, now: float, pattern_version: str) -> Sweep:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from panscan.engine.runner import Tally, UsageError, open_report, open_state
+from panscan.findings.mask import mask_text
 from panscan.sinks.base import Summary, display, open_sink
 from panscan.sinks.table import format_table
 from panscan.state import State
@@ -63,10 +65,16 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
     return summary.exit_status
 
 
-def run_jobs(path: Path, fmt: str, *, stdout: TextIO | None = None) -> int:
-    """List pending restores and Glacier jobs; exit 0, or 2 while any is pending."""
+def run_jobs(path: Path, fmt: str, *, collect: bool = False, stdout: TextIO | None = None) -> int:
+    """List pending restores and Glacier jobs (after asking Glacier about each, with
+    ``collect``); exit 0, or 2 while any is pending."""
     stdout = stdout if stdout is not None else sys.stdout
     with existing_state(path) as state:
+        if collect:
+            from panscan.sources.glacier import collect_jobs
+
+            for line in collect_jobs(state, time.time()):
+                print(mask_text(line), file=sys.stderr)
         restores = state.pending_restores()
         jobs = state.jobs(pending_only=True)
     if fmt == "jsonl":

@@ -21,9 +21,11 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from panscan.config import Policy
+from panscan.engine.worker import DESCRIPTION_MEMBER
 from panscan.findings.mask import mask_text
 from panscan.model import ARCHIVED_STORAGE_CLASSES, EXPIRED, Item, ItemResult, Reason, RetentionVerdict, Status
 from panscan.retention import has_rules, judge
@@ -96,6 +98,13 @@ class Sweep:
         """Whether an earlier run requested a restore of this (archived) version."""
         return (mask_text(item.location), item.version_id) in self._pending
 
+    def scanned_before(self, item: Item) -> bool:
+        """Whether an identical item was scanned completely with this pattern set (a Glacier
+        archive whose retrieval would be paid for again, for nothing)."""
+        if self.state is None:
+            return False
+        return self.state.lookup(replace(item, location=mask_text(item.location)), self.pattern_version) is not None
+
     def skip_unchanged(self, records: Iterable[Item | ItemResult]) -> Iterator[Item | ItemResult]:
         """``records`` with each item scanned before, unchanged, replaced by its stored result."""
         state = self.state
@@ -117,6 +126,10 @@ class Sweep:
     def judge(self, result: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
         """``result`` (masked) with its retention verdict; findings in an expired item are
         marked, and against the previous sweep."""
+        result = self._pending_retrieval(self._description_findings(result))
+        volume = result.item.volume_id
+        if volume and any(f.volume_id != volume for f in result.findings):  # results carried from the state
+            result = replace(result, findings=tuple(replace(f, volume_id=volume) for f in result.findings))
         verdict = judge_item(result.item, self.policy, self.now) if self.judging else None
         if verdict is not None:
             if result.findings:
@@ -124,6 +137,32 @@ class Sweep:
         if self.state is not None:
             result = self.state.annotate(self.previous_id, result)
         return result, verdict
+
+    def _description_findings(self, result: ItemResult) -> ItemResult:
+        """A Glacier archive listed from a stored inventory has its description masked (the
+        state keeps nothing else): the findings its description gave when the inventory was
+        collected are carried over, so they are reported on every sweep, not only the first."""
+        if self.state is None or result.item.source != "glacier":
+            return result
+        if any(f.member == DESCRIPTION_MEMBER for f in result.findings):
+            return result
+        carried = self.state.last_findings(result.item, DESCRIPTION_MEMBER)
+        return replace(result, findings=carried + result.findings) if carried else result
+
+    def _pending_retrieval(self, result: ItemResult) -> ItemResult:
+        """A Glacier archive whose content was not read because its retrieval job is still
+        running says so (JOB_PENDING) rather than just "not retrieved"."""
+        if (self.state is None or result.item.source != "glacier"
+                or result.reason is not Reason.INVALID_OBJECT_STATE):
+            return result
+        vault, _, archive = result.item.location[len("glacier://"):].partition("/")
+        job = self.state.job_for_archive(vault, archive) if archive else None
+        if job is None or job.status != "pending":
+            return result
+        started = datetime.fromtimestamp(job.initiated_at, UTC).isoformat(timespec="seconds")
+        return replace(result, reason=Reason.JOB_PENDING,
+                       detail=f"{job.tier or 'Standard'} retrieval job started {started} is still running; "
+                              "run the scan again when it completes (only the description was scanned)")
 
     def record(self, result: ItemResult, verdict: RetentionVerdict | None) -> None:
         state = self.state

@@ -53,11 +53,11 @@ _SKIP_REASONS = frozenset({
     Reason.ARCHIVE_COMPRESSION_RATIO_OVER_LIMIT, Reason.TIME_CUT_OFF_REACHED,
 })
 
-def _open_s3(item: Item) -> BinaryIO:
+def _open_s3(item: Item, start: int = 0) -> BinaryIO:
     # Imported on first use: boto3 and botocore cost ~0.15 s of start-up to local scans.
     from panscan.sources.s3 import open_s3
 
-    return open_s3(item)
+    return open_s3(item, start)
 
 
 def _s3_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
@@ -67,7 +67,41 @@ def _s3_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
 
 
 # How each source's items are opened; Glacier adds its own here.
-_OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file, "s3": _open_s3}
+def _open_glacier(item: Item) -> BinaryIO:
+    from panscan.sources.glacier import open_glacier
+
+    return open_glacier(item)
+
+
+_OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file, "s3": _open_s3, "glacier": _open_glacier}
+
+#: The member name of findings in a Glacier archive's description (not in its content).
+DESCRIPTION_MEMBER = "(archive description)"
+
+# Sources that open an item at an offset, their first request reading from there: an S3
+# byte-range task then sends the Range GET of its own range instead of a GetObject of the
+# whole object that it would drop at once. Other sources are opened whole and seek.
+_RANGE_OPENERS: dict[str, Callable[[Item, int], BinaryIO]] = {"s3": _open_s3}
+
+
+def _s3_read_failure(f: BinaryIO) -> tuple[Reason, str] | None:
+    from panscan.sources.s3 import read_failure
+
+    return read_failure(f)
+
+
+# Why reading an item failed, as its source saw it. The extractors see an OSError and say
+# READ_ERROR; an S3 read knows that the version was deleted, access revoked or the object
+# overwritten mid-read. A source without an entry has nothing to add.
+_READ_FAILURES: dict[str, Callable[[BinaryIO], tuple[Reason, str] | None]] = {"s3": _s3_read_failure}
+
+
+def _read_failed(item: Item, f: BinaryIO, reason: Reason, detail: str | None) -> tuple[Reason, str | None]:
+    """The source's own account of a failed read of ``f`` when it has one, else ``reason``
+    and ``detail`` as the extractors reported them."""
+    check = _READ_FAILURES.get(item.source)
+    known = check(f) if check is not None else None
+    return known if known is not None else (reason, detail)
 
 
 def _file_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
@@ -153,6 +187,12 @@ def scan_task(task: Task, ctx: WorkerContext) -> TaskResult:
                                                f"no reader for source {item.source!r}"))
         if task.is_range:
             return _scan_range(task, ctx, opener, progress)
+        if item.description:
+            _scan_description(item, ctx, progress)
+        if item.source == "glacier" and item.job_id is None:
+            return TaskResult(task, _failed(item, Reason.INVALID_OBJECT_STATE,
+                                            "archive content not retrieved (use --retrieve); its description "
+                                            "was scanned", progress))
         return TaskResult(task, _scan_whole(item, ctx, opener, progress))
     except Exception as exc:  # a bug: keep what was found, drop the exception's text
         logger.error("internal error (%s) while scanning %s", type(exc).__name__, mask_text(item.location))
@@ -160,6 +200,15 @@ def scan_task(task: Task, ctx: WorkerContext) -> TaskResult:
         return TaskResult(task, ItemResult(item, Status.ERROR, Reason.READ_ERROR,
                                            f"internal error ({type(exc).__name__})",
                                            progress.bytes_read, tuple(progress.findings)))
+
+
+def _scan_description(item: Item, ctx: WorkerContext, progress: _Progress) -> None:
+    """A Glacier ArchiveDescription is often a file name or a note someone typed: scanned as
+    text of its own, its findings under :data:`DESCRIPTION_MEMBER`."""
+    scanner = StreamScanner(load_patterns())
+    data = (item.description or "").encode("utf-8", "surrogateescape")
+    _add(progress, scanner.feed(data), item, DESCRIPTION_MEMBER, ctx.key)
+    _add(progress, scanner.finish(), item, DESCRIPTION_MEMBER, ctx.key)
 
 
 def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
@@ -190,14 +239,14 @@ def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryI
                     _add(progress, scanner.finish(), item, out.member, ctx.key, out.where)
         except (ExtractError, SourceError) as exc:
             progress.bytes_read = meter.bytes_in
-            return _failed(item, exc.reason, exc.detail, progress)
+            return _failed(item, *_read_failed(item, f, exc.reason, exc.detail), progress)
         progress.bytes_read = meter.bytes_in
         changed = _changed(item, f)
         if changed is not None:
             return _failed(item, *changed, progress)
     if problems:
         first = _first_problem(problems)
-        return _failed(item, first.reason, _describe(first, len(problems)), progress)
+        return _failed(item, *_read_failed(item, f, first.reason, _describe(first, len(problems))), progress)
     return ItemResult(item, Status.COMPLETE, None, None, progress.bytes_read, tuple(progress.findings))
 
 
@@ -217,12 +266,19 @@ def _describe(problem: Problem, count: int) -> str:
 def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
                 progress: _Progress) -> TaskResult:
     item = task.item
+    read_from = max(0, task.start - RANGE_OVERLAP)
+    open_at = _RANGE_OPENERS.get(item.source)
     try:
-        f = opener(item)
+        f = open_at(item, read_from) if open_at is not None else opener(item)
     except SourceError as exc:
         return TaskResult(task, _failed(item, exc.reason, exc.detail, progress))
     with f:
-        head = f.read(MAGIC_LEN)
+        try:
+            f.seek(0)  # a file opened at read_from stands there
+            head = f.read(MAGIC_LEN)
+        except OSError as exc:
+            why = f"read failed: {exc.strerror or 'I/O error'}"
+            return TaskResult(task, _failed(item, *_read_failed(item, f, Reason.READ_ERROR, why), progress))
         if sniff(head).is_container:
             if task.start != 0:
                 f.close()
@@ -231,7 +287,7 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
             return TaskResult(task, _scan_whole(item, ctx, opener, progress, raw=f), 0, whole_item=True)
         size = item.size if item.size is not None else os.fstat(f.fileno()).st_size
         start, end = task.start, task.end if task.end is not None else size
-        read_from, read_to = max(0, start - RANGE_OVERLAP), min(size, end + RANGE_OVERLAP)
+        read_to = min(size, end + RANGE_OVERLAP)
         scanner = StreamScanner(load_patterns(), base_offset=read_from, own_from=start, own_to=end)
         f.seek(read_from)
         pos = read_from
@@ -246,10 +302,7 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
         except OSError as exc:
             _add(progress, scanner.finish(), item, None, ctx.key)
             why = f"read failed: {exc.strerror or 'I/O error'}"
-            # An S3 read knows why it failed (a version gone, an overwrite, a refusal).
-            known = getattr(exc, "reason", None)
-            reason = known if isinstance(known, Reason) else Reason.READ_ERROR
-            return TaskResult(task, _failed(item, reason, why, progress))
+            return TaskResult(task, _failed(item, *_read_failed(item, f, Reason.READ_ERROR, why), progress))
         _add(progress, scanner.finish(), item, None, ctx.key)
         newlines = scanner.newlines_owned
         changed = _changed(item, f)

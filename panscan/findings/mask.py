@@ -72,6 +72,7 @@ def to_finding(hit: RawHit, item: Item, member: str | None, key: bytes,
         confidence=hit.confidence,
         test_card=hit.test_card,
         retention=retention,
+        volume_id=item.volume_id,
     )
 
 
@@ -125,11 +126,14 @@ def mask_result(result: ItemResult) -> ItemResult:
     """
     item = result.item
     location = mask_text(item.location)
+    description = mask_text(item.description) if item.description else item.description
     detail = mask_text(result.detail) if result.detail else result.detail
     findings = tuple(_mask_finding(f, location) for f in result.findings)
-    if location == item.location and detail == result.detail and findings == result.findings:
+    if (location == item.location and description == item.description and detail == result.detail
+            and findings == result.findings):
         return result
-    return replace(result, item=replace(item, location=location), detail=detail, findings=findings)
+    return replace(result, item=replace(item, location=location, description=description), detail=detail,
+                   findings=findings)
 
 
 def _mask_finding(finding: Finding, location: str) -> Finding:

@@ -137,6 +137,9 @@ class Sink(Protocol):
     def write_bucket(self, record: dict[str, Any]) -> None:
         """Record the facts of one S3 bucket (``{"type": "bucket", ...}``, already masked)."""
 
+    def write_volume(self, record: dict[str, Any]) -> None:
+        """Record the facts of one EBS volume scanned (``{"type": "volume", ...}``, masked)."""
+
     def write_retention(self, verdict: RetentionVerdict) -> None:
         """Record an item older than its retention rule (called right after its
         ``write_item``; location already masked)."""

@@ -22,12 +22,13 @@ from panscan.sinks.table import (
     format_resolved,
     format_retention,
     format_summary,
+    format_volumes,
     is_incomplete,
     previous_sweep,
 )
 
 COLUMNS = ("location", "version_id", "member", "offset", "line", "kind", "brand", "masked",
-           "fingerprint", "confidence", "test_card", "retention", "change")
+           "fingerprint", "confidence", "test_card", "retention", "change", "volume_id")
 
 
 def _cell(value: object) -> str:
@@ -49,16 +50,23 @@ class CsvSink:
         self._writer.writerow(COLUMNS)
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
+        self._volumes: list[dict[str, Any]] = []
+        self._findings: list[Finding] = []  # with a volume only: for the volumes section
         self._past = PastRetention()
         self._resolved: list[Finding] = []
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.append(record)  # with the summary on the notes stream: the CSV holds findings
 
+    def write_volume(self, record: dict[str, Any]) -> None:
+        self._volumes.append(record)
+
     def write_item(self, result: ItemResult) -> None:
         for f in result.findings:
             record = f.to_record()
             self._writer.writerow([_cell(record[c]) for c in COLUMNS])
+            if f.volume_id:
+                self._findings.append(f)
         self._past.note_item(result)
         if is_incomplete(result):
             self._incomplete.append(result)
@@ -73,6 +81,7 @@ class CsvSink:
         self._stream.flush()
         if self._notes is not None:
             text = (format_retention(self._past) + format_resolved(self._resolved, previous_sweep(summary))
+                    + format_volumes(self._volumes, self._findings)
                     + format_incomplete(self._incomplete) + format_buckets(self._buckets)
                     + format_summary(summary))
             self._notes.write(text)

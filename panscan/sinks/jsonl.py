@@ -34,6 +34,9 @@ class JsonlSink:
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._write(record)
 
+    def write_volume(self, record: dict[str, Any]) -> None:
+        self._write(record)
+
     def write_retention(self, verdict: RetentionVerdict) -> None:
         self._write(verdict.to_record())
 

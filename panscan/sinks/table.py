@@ -315,17 +315,42 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+VOLUME_COLUMNS = ("VOLUME", "ENCRYPTED", "KMS KEY", "DEVICE", "MOUNTED AT", "FINDINGS")
+
+
+def format_volumes(records: list[dict[str, Any]], findings: list[Finding]) -> str:
+    """The EBS volumes scanned, unencrypted ones holding card data first: card data at rest
+    without encryption is what an assessor must see before anything else about a volume."""
+    if not records:
+        return ""
+    counts: dict[str, int] = {}
+    for f in findings:
+        if f.volume_id:
+            counts[f.volume_id] = counts.get(f.volume_id, 0) + 1
+    ordered = sorted(records, key=lambda r: (not counts.get(r.get("volume_id", "")), bool(r.get("encrypted")),
+                                             str(r.get("volume_id"))))
+    rows = [[display(str(r.get("volume_id"))), "yes" if r.get("encrypted") else "NO",
+             display(str(r.get("kms_key_id") or "-")), display(str(r.get("device") or "-")),
+             display(", ".join(str(m.get("mount_point")) for m in r.get("mounts", [])) or "not mounted"),
+             str(counts.get(str(r.get("volume_id")), 0))] for r in ordered]
+    return f"EBS volumes ({len(records)})\n" + format_table(VOLUME_COLUMNS, rows) + "\n"
+
+
 class TableSink:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._findings: list[Finding] = []
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
+        self._volumes: list[dict[str, Any]] = []
         self._past = PastRetention()
         self._resolved: list[Finding] = []
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.append(record)
+
+    def write_volume(self, record: dict[str, Any]) -> None:
+        self._volumes.append(record)
 
     def write_item(self, result: ItemResult) -> None:
         self._findings.extend(result.findings)
@@ -345,6 +370,7 @@ class TableSink:
         self._stream.write(
             format_expired_findings(self._findings, self._past)
             + format_findings(self._findings)
+            + format_volumes(self._volumes, self._findings)
             + format_retention(self._past)
             + format_resolved(self._resolved, previous_sweep(summary))
             + format_incomplete(self._incomplete)

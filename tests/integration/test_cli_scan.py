@@ -106,9 +106,12 @@ def test_missing_target_is_an_item_error_exit_2(tmp_path: Path, capsys: pytest.C
     ["frobnicate"],
     ["scan", "s3://bucket", "--restore", "frozen"],
     ["scan", "x", "--evidence", "out"],
-    ["scan", "glacier://vault"],
+    ["scan", "ftp://host/x"],
+    ["scan", "glacier://vault/archive/extra"],
     ["scan", "x", "--engine", "dask"],
     ["scan", "x", "--retrieve"],
+    ["scan", "glacier://vault", "--max-bytes", "1GiB"],
+    ["scan", "x", "--include-root"],
     ["scan", "x", "--format", "html"],
     ["scan", "x", "--state", "s.db", "--no-state"],
 ])
@@ -119,8 +122,8 @@ def test_usage_errors_exit_3(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_not_supported_targets_say_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scan", "glacier://vault"]) == 3
-    assert "glacier:// targets are not supported yet" in capsys.readouterr().err
+    assert main(["scan", "ftp://host/x"]) == 3
+    assert "ftp:// targets are not supported" in capsys.readouterr().err
 
 
 def test_help_exits_0_and_describes_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,7 +192,8 @@ def test_jsonl_as_a_subprocess_has_the_documented_schema(dirty_tree: Path, tmp_p
     assert records[-1]["type"] == "summary"
     (finding,) = [r for r in records if r["type"] == "finding"]
     assert set(finding) == {"type", "location", "version_id", "is_latest", "member", "offset", "line", "kind",
-                            "brand", "masked", "fingerprint", "confidence", "test_card", "retention", "change"}
+                            "brand", "masked", "fingerprint", "confidence", "test_card", "retention", "change",
+                            "volume_id"}
     assert finding["location"] == str(dirty_tree / "payments.csv")
     assert (finding["offset"], finding["line"], finding["kind"], finding["brand"]) == (16, 2, "pan", "Visa")
     assert finding["masked"] == MASKED and len(finding["fingerprint"]) == 64

@@ -54,7 +54,7 @@ def test_jsonl_writes_each_items_findings_before_its_item_record_and_the_summary
     item = records[2]
     assert item == {"type": "item", "location": "/data/a.csv", "version_id": None, "status": "complete",
                     "reason": None, "detail": None, "bytes_scanned": 100, "findings": 2, "size": 100,
-                    "unchanged_since_sweep": None}
+                    "unchanged_since_sweep": None, "volume_id": None}
     assert records[3]["reason"] == "NOT_REGULAR_FILE" and records[3]["status"] == "skipped"
     s = records[-1]
     assert s["items"] == {"total": 3, "complete": 2, "partial": 0, "skipped": 1, "error": 0}
@@ -293,7 +293,7 @@ def test_csv_has_a_change_column_and_sends_retention_and_resolved_to_the_notes()
     sink.write_resolved(finding("-2+3", 5))
     sink.finish(sweep_summary())
     rows = list(csv.reader(io.StringIO(out.getvalue())))
-    assert rows[0][-3:] == ["test_card", "retention", "change"]
+    assert rows[0][-4:] == ["test_card", "retention", "change", "volume_id"]
     (row,) = rows[1:]
     record = dict(zip(rows[0], row, strict=True))
     assert (record["retention"], record["change"]) == ("expired", "new")

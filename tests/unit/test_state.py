@@ -264,7 +264,7 @@ def test_record_stores_the_masked_number_and_fingerprint_and_nothing_else_about_
     # whoever adds it decide how (and whether) the state stores it.
     assert {f.name for f in fields(Finding)} == {
         "location", "version_id", "is_latest", "member", "offset", "line", "kind", "brand", "masked", "fingerprint",
-        "confidence", "test_card", "retention", "change"}
+        "confidence", "test_card", "retention", "change", "volume_id"}
     sid = new_sweep(state)
     state.record(sid, complete(file_item("/data/x"), finding("/data/x", 1)))
     state.flush()
