@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from panscan.model import Finding, ItemResult, RetentionVerdict
 
-FORMATS = ("table", "jsonl", "csv")
+if TYPE_CHECKING:
+    from panscan.config import Policy
+
+FORMATS = ("table", "jsonl", "csv", "html")
 
 EXIT_MEANINGS = {
     0: "nothing found, coverage complete",
@@ -172,13 +175,16 @@ def display(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-def open_sink(fmt: str, stream: TextIO, *, notes: TextIO | None = None) -> Sink:
+def open_sink(fmt: str, stream: TextIO, *, notes: TextIO | None = None, policy: Policy | None = None) -> Sink:
     """A sink for ``fmt`` (one of :data:`FORMATS`) writing to ``stream``.
 
     ``notes`` is where formats without room for item and summary records (csv) write them
-    as text; ``None`` drops them.
+    as text; ``None`` drops them. ``policy`` is the retention policy of the scan: the html
+    report charts every item's age against its rule with it (without it, only the items
+    past retention have a known rule).
     """
     from panscan.sinks.csv import CsvSink
+    from panscan.sinks.html import HtmlSink
     from panscan.sinks.jsonl import JsonlSink
     from panscan.sinks.table import TableSink
 
@@ -186,6 +192,7 @@ def open_sink(fmt: str, stream: TextIO, *, notes: TextIO | None = None) -> Sink:
         "table": lambda: TableSink(stream),
         "jsonl": lambda: JsonlSink(stream),
         "csv": lambda: CsvSink(stream, notes),
+        "html": lambda: HtmlSink(stream, policy),
     }
     try:
         return factories[fmt]()

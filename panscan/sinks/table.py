@@ -12,11 +12,16 @@ something to say:
 Everything is written at the end (column widths need every row), so this sink keeps the
 masked findings in memory; use ``jsonl`` for very large result sets. Items past retention
 are counted, but only the oldest ones (and those with card data) are kept.
+
+Colour (ANSI) marks only what needs attention: card data past retention and unencrypted
+volumes in bold red, incomplete coverage in yellow, complete coverage in green. It is on
+for a terminal (see :func:`use_color`); without it the output is plain text, unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
@@ -33,11 +38,44 @@ RETENTION_ROWS = 50
 
 _Key = tuple[str, str | None]  # (location, version id) of an item
 
+BOLD_RED = "\x1b[1;31m"
+YELLOW = "\x1b[33m"
+GREEN = "\x1b[32m"
+RESET = "\x1b[0m"
 
-def format_table(header: Sequence[str], rows: list[list[str]]) -> str:
+
+def use_color(stream: TextIO) -> bool:
+    """Whether a report on ``stream`` gets colour: the stream is a terminal, ``NO_COLOR`` is
+    not set to a non-empty value (https://no-color.org) and ``TERM`` is not ``dumb``."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # not a file, or already closed
+        return False
+
+
+def paint(text: str, code: str, color: bool) -> str:
+    """``text`` in the ANSI style ``code`` when ``color`` is on, else ``text`` unchanged."""
+    return f"{code}{text}{RESET}" if color else text
+
+
+def format_table(header: Sequence[str], rows: list[list[str]],
+                 emphasis: Mapping[tuple[str, str], str] | None = None) -> str:
+    """Rows in aligned columns. ``emphasis`` maps (column name, cell text) to an ANSI style
+    for that cell; widths are measured without the escape codes, so columns stay aligned."""
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if not emphasis:
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        return "\n".join(lines) + "\n"
+
+    def cell(name: str, text: str, width: int) -> str:
+        code = emphasis.get((name, text))
+        # The padding stays outside the escape codes so the line's trailing spaces still strip.
+        return text.ljust(width) if code is None else f"{code}{text}{RESET}" + " " * (width - len(text))
+
+    lines += ["  ".join(cell(h, c, w) for h, c, w in zip(header, r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -56,7 +94,7 @@ def _plural(n: int, word: str) -> str:
 # Findings
 
 
-def format_findings(findings: list[Finding]) -> str:
+def format_findings(findings: list[Finding], *, color: bool = False) -> str:
     if not findings:
         return "No card data found.\n\n"
     rows = [[display(f.location), display(f.member or "-"), str(f.offset), str(f.line or "?"),
@@ -77,7 +115,8 @@ def format_findings(findings: list[Finding]) -> str:
         header.append("CHANGE")
         for f, row in zip(findings, rows, strict=True):
             row.append(display(f.change or ""))
-    return f"Findings ({len(findings)})\n" + format_table(header, rows) + "\n"
+    emphasis = {("RETENTION", "EXPIRED"): BOLD_RED} if color else None
+    return f"Findings ({len(findings)})\n" + format_table(header, rows, emphasis) + "\n"
 
 
 def _version(f: Finding) -> str:
@@ -143,7 +182,7 @@ def _oldest_first(v: RetentionVerdict) -> tuple[int, float, str, str]:
     return (-v.age_days, v.last_modified, v.location, v.version_id or "")
 
 
-def format_expired_findings(findings: list[Finding], past: PastRetention) -> str:
+def format_expired_findings(findings: list[Finding], past: PastRetention, *, color: bool = False) -> str:
     """Findings in items older than their retention rule, oldest item first."""
     expired = [f for f in findings if f.retention == EXPIRED]
     if not expired:
@@ -164,7 +203,7 @@ def format_expired_findings(findings: list[Finding], past: PastRetention) -> str
                      display(v.rule) if v else "-", str(v.age_days) if v else "-",
                      str(v.max_age_days) if v else "-"])
     header, rows = _drop_version_column(EXPIRED_COLUMNS, rows, (f.version_id for f in expired))
-    return (f"CARD DATA PAST RETENTION ({len(expired)})\n"
+    return (paint(f"CARD DATA PAST RETENTION ({len(expired)})", BOLD_RED, color) + "\n"
             "Card numbers in items kept longer than their retention rule allows (PCI DSS 3.2.1).\n"
             + format_table(header, rows) + "\n")
 
@@ -239,12 +278,13 @@ def _fact(value: Any) -> str:
     return "-"
 
 
-def format_incomplete(results: list[ItemResult]) -> str:
+def format_incomplete(results: list[ItemResult], *, color: bool = False) -> str:
     if not results:
         return ""
     rows = [[str(r.status), str(r.reason or "-"), display(r.item.location), display(r.detail or "")]
             for r in results]
-    return f"Items not completely scanned ({len(results)})\n" + format_table(ITEM_COLUMNS, rows) + "\n"
+    return (paint(f"Items not completely scanned ({len(results)})", YELLOW, color) + "\n"
+            + format_table(ITEM_COLUMNS, rows) + "\n")
 
 
 # Summary
@@ -282,7 +322,8 @@ def _changes_line(c: dict[str, Any]) -> str:
     return f"{since}: " + ", ".join(parts)
 
 
-def _exit_meaning(s: Summary) -> str:
+def exit_meaning(s: Summary) -> str:
+    """What ``s.exit_status`` means for this scan (data past retention named as such)."""
     meaning = EXIT_MEANINGS.get(s.exit_status, "")
     expired = int((s.retention or {}).get("expired_items") or 0)
     if s.exit_status == 1 and expired:
@@ -290,7 +331,7 @@ def _exit_meaning(s: Summary) -> str:
     return meaning
 
 
-def format_summary(s: Summary) -> str:
+def format_summary(s: Summary, *, color: bool = False) -> str:
     items = ", ".join(f"{k} {v}" for k, v in s.items.items())
     lines = ["Summary", f"  items:         {s.total_items} ({items})"]
     if s.reasons:
@@ -301,24 +342,27 @@ def format_summary(s: Summary) -> str:
                   f" by confidence: {_counts(s.by_confidence)}; published test cards: {s.test_cards})")
     lines.append(found)
     if s.retention is not None:
-        lines.append(f"  retention:     {_retention_line(s.retention)}")
+        retention = _retention_line(s.retention)
+        if int(s.retention.get("expired_with_card_data") or 0):
+            retention = paint(retention, BOLD_RED, color)
+        lines.append(f"  retention:     {retention}")
     if s.changes is not None:
         lines.append(f"  changes:       {_changes_line(s.changes)}")
     lines.append(f"  scanned:       {format_size(s.bytes_scanned)} in {s.duration_seconds:.1f} s")
     coverage = "complete" if s.coverage_complete else "INCOMPLETE"
     if s.interrupted:
         coverage += " (interrupted)"
-    lines.append(f"  coverage:      {coverage}")
+    lines.append(f"  coverage:      {paint(coverage, GREEN if s.coverage_complete else YELLOW, color)}")
     if s.sweep_id is not None:
         lines.append(f"  sweep:         {s.sweep_id}")
-    lines.append(f"  exit status:   {s.exit_status} ({_exit_meaning(s)})")
+    lines.append(f"  exit status:   {s.exit_status} ({exit_meaning(s)})")
     return "\n".join(lines) + "\n"
 
 
 VOLUME_COLUMNS = ("VOLUME", "ENCRYPTED", "KMS KEY", "DEVICE", "MOUNTED AT", "FINDINGS")
 
 
-def format_volumes(records: list[dict[str, Any]], findings: list[Finding]) -> str:
+def format_volumes(records: list[dict[str, Any]], findings: list[Finding], *, color: bool = False) -> str:
     """The EBS volumes scanned, unencrypted ones holding card data first: card data at rest
     without encryption is what an assessor must see before anything else about a volume."""
     if not records:
@@ -333,12 +377,16 @@ def format_volumes(records: list[dict[str, Any]], findings: list[Finding]) -> st
              display(str(r.get("kms_key_id") or "-")), display(str(r.get("device") or "-")),
              display(", ".join(str(m.get("mount_point")) for m in r.get("mounts", [])) or "not mounted"),
              str(counts.get(str(r.get("volume_id")), 0))] for r in ordered]
-    return f"EBS volumes ({len(records)})\n" + format_table(VOLUME_COLUMNS, rows) + "\n"
+    emphasis = {("ENCRYPTED", "NO"): BOLD_RED} if color else None
+    return f"EBS volumes ({len(records)})\n" + format_table(VOLUME_COLUMNS, rows, emphasis) + "\n"
 
 
 class TableSink:
-    def __init__(self, stream: TextIO) -> None:
+    """The terminal report; ``color`` None decides by :func:`use_color` on ``stream``."""
+
+    def __init__(self, stream: TextIO, color: bool | None = None) -> None:
         self._stream = stream
+        self._color = use_color(stream) if color is None else color
         self._findings: list[Finding] = []
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
@@ -367,13 +415,14 @@ class TableSink:
     def finish(self, summary: Summary) -> None:
         self._findings.sort(key=_finding_order)
         self._incomplete.sort(key=lambda r: r.item.location)
+        color = self._color
         self._stream.write(
-            format_expired_findings(self._findings, self._past)
-            + format_findings(self._findings)
-            + format_volumes(self._volumes, self._findings)
+            format_expired_findings(self._findings, self._past, color=color)
+            + format_findings(self._findings, color=color)
+            + format_volumes(self._volumes, self._findings, color=color)
             + format_retention(self._past)
             + format_resolved(self._resolved, previous_sweep(summary))
-            + format_incomplete(self._incomplete)
+            + format_incomplete(self._incomplete, color=color)
             + format_buckets(self._buckets)
-            + format_summary(summary))
+            + format_summary(summary, color=color))
         self._stream.flush()
