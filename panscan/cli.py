@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import traceback
@@ -31,7 +32,6 @@ from panscan.findings.mask import mask_text
 from panscan.sinks.base import FORMATS
 from panscan.state import StateError
 
-PLANNED_FORMATS = ("html",)
 _MIN_CHUNK, _MAX_CHUNK = 4096, 64 * 2**20
 _MAX_WORKERS = 1024  # a typo must not fork the machine to death
 
@@ -170,14 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = commands.add_parser(
         "scan", help="scan files, directories and S3 for card data",
-        description="Scan files and directories (mounted volumes included) for card numbers and track data.",
+        description="Scan files and directories, S3 buckets (every version), S3 Inventory reports, Glacier vaults\n"
+                    "and the EBS volumes of this instance for card numbers and track data.",
         epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     scan.add_argument("targets", nargs="*", metavar="TARGET",
                       help="a file or directory, s3://bucket[/prefix] (every version of every object "
                            "under it), s3:// (every bucket the credentials can list), "
                            "s3-inventory://bucket/manifest.json, glacier://vault or glacier:// (every vault)")
     out = scan.add_argument_group("output")
-    out.add_argument("--format", choices=FORMATS + PLANNED_FORMATS, default="table",
+    out.add_argument("--format", choices=FORMATS, default="table",
                      help="report format: table (default; summary, findings, incomplete items), jsonl "
                           "(one JSON object per line: finding, item and summary records) or csv (findings "
                           "only; incomplete items and the summary go to stderr)")
@@ -187,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--policy", type=Path, metavar="FILE",
                      help="panscan.toml: limits, excludes and retention rules (validated before scanning); "
                           "items older than their rule are reported, and card data in them first")
+    out.add_argument("--evidence", type=Path, metavar="DIR",
+                     help="also write a signed evidence bundle into the new directory DIR: the JSON Lines "
+                          "results, the HTML report, the policy, the pattern-set hash and a manifest of "
+                          "SHA-256 digests signed with the state's key (check it with 'panscan verify DIR')")
     out.add_argument("--as-of", type=_as_of, metavar="TIME",
                      help="judge retention ages as of TIME (e.g. 2026-09-30 or 2026-09-30T12:00:00Z, UTC "
                           "unless a zone is given; default: now)")
@@ -200,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="S3: scan current object versions only (default: every version)")
     walk.add_argument("--restore", choices=("none", "bulk", "standard", "expedited"), default=None,
                       help="S3: ask S3 to restore archived versions (GLACIER, DEEP_ARCHIVE) at this tier "
-                           "(a write action and a cost: an estimate is printed); a later run with the "
-                           "same option reads the copies that are ready (default: none, archived "
-                           "versions are reported INVALID_OBJECT_STATE and never read)")
+                           "(a write action and a cost: an estimate is printed); the requests are kept in "
+                           "the state and a later run reads the copies that are ready (default: none, "
+                           "archived versions are reported INVALID_OBJECT_STATE and never read). Glacier: "
+                           "the tier of --retrieve")
     walk.add_argument("--endpoint-url", metavar="URL",
                       help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
                            "or the AWS configuration)")
@@ -236,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--chunk-size", type=_chunk_size, metavar="SIZE",
                       help="read size per chunk, e.g. 1MiB (default) or 512KiB")
 
-    planned = scan.add_argument_group("not available yet", "accepted for compatibility with DESIGN.md; "
-                                      "using them is a usage error (exit 3) in this version")
-    for flag in ("--evidence", "--scheduler"):
-        planned.add_argument(flag, metavar="VALUE", help=argparse.SUPPRESS)
-    planned.add_argument("--engine", choices=("local", "dask"), default="local",
-                         help="only 'local' is available")
+    perf.add_argument("--engine", choices=("local", "dask"), default="local",
+                      help="local (default): worker processes on this machine; dask: a Dask cluster "
+                           "(needs 'panscan[dask]'; see docs/distributed.md)")
+    perf.add_argument("--scheduler", metavar="ADDRESS",
+                      help="with --engine dask: the scheduler, e.g. tls://10.0.1.10:8786 (default: "
+                           "PANSCAN_DASK_SCHEDULER, else a local cluster sized to this machine)")
 
     _add_retention_parser(commands)
     _add_stored_parsers(commands)
@@ -254,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     volumes.add_argument("--format", choices=("table", "jsonl"), default="table")
     volumes.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
+
+    verify = commands.add_parser(
+        "verify", help="check a signed evidence bundle (scan --evidence DIR)",
+        description="Check that an evidence bundle is intact: the manifest's signature (HMAC with the\n"
+                    "state's key) and the SHA-256 of every file it lists, and that nothing was added.",
+        epilog="exit status: 0 intact, 1 altered (each problem is printed), 3 usage error (not a bundle, no key)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("bundle", type=Path, metavar="DIR")
+    verify.add_argument("--state", type=Path, metavar="PATH",
+                        help="the state database whose directory holds the key that signed the bundle "
+                             "(default as for scan)")
 
     check = commands.add_parser(
         "check-config", help="validate a policy file (panscan.toml)",
@@ -327,6 +344,8 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
     report.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
     report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE (mode 0600)")
     report.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
+    report.add_argument("--policy", type=Path, metavar="FILE",
+                        help="panscan.toml: lets the HTML report chart every item's age against its rule")
 
     jobs = commands.add_parser(
         "jobs", help="pending S3 restores and Glacier jobs in the state database",
@@ -342,15 +361,7 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
     jobs.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
 
 
-def _unavailable(args: argparse.Namespace) -> str | None:
-    for name in ("evidence", "scheduler"):
-        if getattr(args, name):
-            return "--" + name.replace("_", "-")
-    if args.engine != "local":
-        return "--engine dask"
-    if args.format in PLANNED_FORMATS:
-        return f"--format {args.format}"
-    return None
+
 
 
 class _MaskingFormatter(logging.Formatter):
@@ -402,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return run_volumes(args.format, sys.stdout)
             except DiscoveryError as exc:
                 raise UsageError(str(exc)) from None
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "retention":
@@ -409,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from panscan.engine.stored import run_report
 
-            return run_report(state_path(args.state), args.sweep, args.format, args.output)
+            return run_report(state_path(args.state), args.sweep, args.format, args.output,
+                              policy=load_policy(args.policy) if args.policy else None)
         if args.command == "jobs":
             from panscan.engine.stored import run_jobs
 
@@ -447,6 +461,26 @@ def _confirm(estimate: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from panscan.evidence import EvidenceError, verify_bundle
+    from panscan.findings.mask import KEY_FILE_NAME
+
+    key_file = state_path(args.state).parent / KEY_FILE_NAME
+    try:
+        key = key_file.read_bytes()  # read, never created: a new key could not verify an old bundle
+    except OSError as exc:
+        raise UsageError(f"cannot read the key that signs bundles ({key_file}): {exc.strerror} "
+                         "(give the --state PATH the scan used)") from None
+    try:
+        problems = verify_bundle(args.bundle, key)
+    except EvidenceError as exc:
+        raise UsageError(str(exc)) from None
+    for problem in problems:
+        _say(f"panscan: {problem}")
+    print(mask_text(f"{args.bundle}: " + ("ALTERED" if problems else "intact (signature and every file check)")))
+    return 1 if problems else 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy_file)
     for line in describe_policy(policy):
@@ -478,9 +512,8 @@ def _patterns_test(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    flag = _unavailable(args)
-    if flag:
-        raise UsageError(f"{flag} is not available yet in this version")
+    if args.scheduler and args.engine != "dask":
+        raise UsageError("--scheduler goes with --engine dask")
     if not args.targets and not args.volumes:
         raise UsageError("nothing to scan: give at least one TARGET, or --volumes")
     if args.include_root and not args.volumes:
@@ -499,7 +532,9 @@ def _scan(args: argparse.Namespace) -> int:
         restore=None if args.restore in (None, "none") else args.restore.capitalize(), as_of=args.as_of,
         retrieve=args.retrieve, max_bytes=args.max_bytes, older_than_days=args.older_than,
         wait_seconds=args.wait, confirm=None if args.yes else _confirm, region=args.region,
-        volumes=args.volumes, include_root=args.include_root,
+        volumes=args.volumes, include_root=args.include_root, evidence=args.evidence,
+        engine=args.engine, scheduler=(args.scheduler or os.environ.get("PANSCAN_DASK_SCHEDULER")
+                                       if args.engine == "dask" else None),
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),
     )
     return run_scan(opts)

@@ -22,13 +22,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from panscan import __version__
 from panscan.config import Policy
@@ -41,6 +41,7 @@ from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
 from panscan.model import Item, ItemResult, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
+from panscan.sinks.tee import TeeSink
 from panscan.sources.files import WalkOptions, enumerate_files
 from panscan.state import State, StateError
 
@@ -97,6 +98,9 @@ class ScanOptions:
     # volume too with ``include_root``); items and findings carry their volume id.
     volumes: bool = False
     include_root: bool = False
+    evidence: Path | None = None  # write a signed evidence bundle into this (new) directory
+    engine: str = "local"  # or "dask"
+    scheduler: str | None = None  # dask: the scheduler's address; None: a LocalCluster on this machine
 
 
 def default_state_dir() -> Path:
@@ -364,14 +368,21 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     now = opts.as_of if opts.as_of is not None else started.timestamp()
     tally = Tally()
     db = None if opts.no_state else state_path(opts.state)
+    if opts.evidence is not None and opts.no_state:
+        raise UsageError("--evidence needs the state's key to sign the bundle (and to verify it later): "
+                         "use --state PATH, not --no-state")
     with key_directory(opts.state, opts.no_state) as key_dir, open_state(db) as state, \
-            open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url, opts.region):
+            open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url, opts.region), \
+            contextlib.ExitStack() as stack:
         try:
             key = load_or_create_key(key_dir)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot use the fingerprint key in {key_dir}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
-        sink = open_sink(opts.fmt, out, notes=stderr)
+        bundle = stack.enter_context(evidence_sinks(opts, key)) if opts.evidence else None
+        sink: Sink = open_sink(opts.fmt, out, notes=stderr, policy=opts.policy)
+        if bundle is not None:
+            sink = TeeSink([sink, *bundle])
         ctx = WorkerContext(key, opts.policy.limits, opts.chunk_size)
         walk = WalkOptions(excludes=opts.excludes + opts.policy.excludes,
                            follow_symlinks=opts.follow_symlinks, one_filesystem=opts.one_filesystem)
@@ -379,8 +390,7 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         sweep = _begin_sweep(state, opts, now, pattern_version)
         for volume in volumes:
             sink.write_volume(masked_record(volume.to_record()))
-        engine = LocalEngine(ctx, opts.workers, split_threshold=opts.split_threshold,
-                             range_size=opts.range_size)
+        engine = make_engine(opts, ctx)
         interrupted = False
         with _on_interrupt(engine), Progress(stderr) as progress:
             try:
@@ -409,7 +419,73 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         if interrupted:
             logger.warning("interrupted: the report covers the items finished so far")
         summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
+        stack.close()  # the bundle's report files are complete before the manifest is written
+        if opts.evidence is not None:
+            _seal_evidence(opts, key, summary, stderr)
     return summary.exit_status
+
+
+@contextlib.contextmanager
+def evidence_sinks(opts: ScanOptions, key: bytes) -> Iterator[list[Sink]]:
+    """The JSON Lines and HTML copies of the report, written into a new bundle directory."""
+    from panscan.evidence import EvidenceError, create_bundle, open_file
+
+    assert opts.evidence is not None
+    try:
+        directory = create_bundle(opts.evidence)
+    except EvidenceError as exc:
+        raise UsageError(str(exc)) from None
+    with open_file(directory, "results.jsonl") as jsonl, open_file(directory, "report.html") as html:
+        yield [open_sink("jsonl", jsonl), open_sink("html", html, policy=opts.policy)]
+
+
+def _seal_evidence(opts: ScanOptions, key: bytes, summary: Summary, stderr: TextIO) -> None:
+    from panscan.evidence import open_file, seal
+
+    assert opts.evidence is not None
+    if opts.policy.source and Path(opts.policy.source).is_file():
+        with open_file(opts.evidence, "policy.toml") as out:
+            out.write(Path(opts.policy.source).read_text(encoding="utf-8"))
+    patterns = load_patterns()
+    with open_file(opts.evidence, "pattern-set.txt") as out:
+        out.write(f"pattern set {patterns.version}\n")
+    seal(opts.evidence, key, {
+        "panscan_version": __version__, "pattern_version": patterns.version,
+        "targets": [mask_text(t) for t in opts.targets], "exit_status": summary.exit_status,
+        "sweep_id": summary.sweep_id, "policy": "policy.toml" if opts.policy.source else None})
+    print(mask_text(f"panscan: evidence bundle written to {opts.evidence} (check it with: panscan verify "
+                    f"{opts.evidence})"), file=stderr)
+
+
+class Engine(Protocol):
+    """What the runner needs of an engine (local process pool or Dask cluster)."""
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    def interrupt(self) -> None: ...
+
+    def run(self, items: Iterable[Item | ItemResult]) -> Iterator[ItemResult]: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+def make_engine(opts: ScanOptions, ctx: WorkerContext) -> Engine:
+    """The engine the scan runs on; the Dask one needs the ``dask`` extra."""
+    if opts.engine != "dask":
+        return LocalEngine(ctx, opts.workers, split_threshold=opts.split_threshold, range_size=opts.range_size)
+    try:
+        from panscan.engine.dask import DaskEngine
+    except ImportError:
+        raise UsageError("--engine dask needs Dask: pip install 'panscan[dask]'") from None
+    return DaskEngine(ctx, opts.scheduler, workers=opts.workers, split_threshold=opts.split_threshold,
+                      range_size=opts.range_size)
 
 
 def discover_volumes(include_root: bool) -> list[Any]:
@@ -481,7 +557,7 @@ def _finish(sweep: Sweep, sink: Sink, tally: Tally, interrupted: bool, started: 
         sink.write_resolved(finding)
     summary = tally.summary(duration, interrupted, started)
     summary = replace(
-        summary,
+        summary, extra={**summary.extra, "targets": sweep.targets},
         retention=tally.retention(now) if sweep.judging else None,
         changes=None if sweep.state is None else {
             "previous_sweep": sweep.previous_id, "new": tally.changes["new"],
@@ -496,7 +572,7 @@ def _finish(sweep: Sweep, sink: Sink, tally: Tally, interrupted: bool, started: 
 
 
 @contextlib.contextmanager
-def _on_interrupt(engine: LocalEngine) -> Iterator[None]:
+def _on_interrupt(engine: Engine) -> Iterator[None]:
     """SIGINT and SIGTERM ask the engine to stop; a second SIGINT raises KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield

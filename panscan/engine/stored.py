@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from panscan.config import Policy
 from panscan.engine.runner import Tally, UsageError, open_report, open_state
 from panscan.findings.mask import mask_text
 from panscan.sinks.base import Summary, display, open_sink
@@ -29,7 +30,7 @@ def existing_state(path: Path) -> Iterator[State]:
         yield state
 
 
-def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, *,
+def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, *, policy: Policy | None = None,
                stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Render sweep ``sweep_id`` (default: the latest) and return that sweep's exit status."""
     stdout = stdout if stdout is not None else sys.stdout
@@ -44,7 +45,7 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
             known = ", ".join(str(s.id) for s in state.sweeps()[:10]) or "none"
             raise UsageError(f"no sweep {sweep_id} in {path} (latest sweeps: {known})")
         with open_report(output, stdout) as out:
-            sink = open_sink(fmt, out, notes=stderr)
+            sink = open_sink(fmt, out, notes=stderr, policy=policy)
             tally = Tally()
             for record in state.replay_buckets(sweep_id):
                 sink.write_bucket(record)

@@ -76,6 +76,7 @@ class Sweep:
                  pattern_version: str, options: dict[str, Any], restore_tier: str | None = None) -> None:
         self.state = state
         self.restore_tier = restore_tier
+        self.targets = [mask_text(t) for t in targets]  # for the reports: names may hold a number
         self.policy = policy
         self.now = now
         self.judging = has_rules(policy)

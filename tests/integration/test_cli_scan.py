@@ -105,14 +105,14 @@ def test_missing_target_is_an_item_error_exit_2(tmp_path: Path, capsys: pytest.C
     ["scan", "x", "--chunk-size", "1"],
     ["frobnicate"],
     ["scan", "s3://bucket", "--restore", "frozen"],
-    ["scan", "x", "--evidence", "out"],
+    ["scan", "x", "--evidence", "out", "--no-state"],
     ["scan", "ftp://host/x"],
     ["scan", "glacier://vault/archive/extra"],
-    ["scan", "x", "--engine", "dask"],
+    ["scan", "x", "--scheduler", "tcp://127.0.0.1:1"],
     ["scan", "x", "--retrieve"],
     ["scan", "glacier://vault", "--max-bytes", "1GiB"],
     ["scan", "x", "--include-root"],
-    ["scan", "x", "--format", "html"],
+    ["scan", "x", "--format", "pdf"],
     ["scan", "x", "--state", "s.db", "--no-state"],
 ])
 def test_usage_errors_exit_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -442,7 +442,7 @@ def test_scan_volumes_off_ec2_is_a_one_line_error_and_exit_3(tmp_path: Path,
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1 and "not on EC2" in proc.stderr
-    assert time.monotonic() - started < 8  # IMDS (a dead loopback port here) answers nothing within 2 s
+    assert time.monotonic() - started < 3  # the bound, Python start-up included
     volumes = subprocess.run([sys.executable, "-m", "panscan", "volumes"], capture_output=True, text=True,
                              timeout=60, env=dict(os.environ))
     assert volumes.returncode == 3 and "not on EC2" in volumes.stderr
