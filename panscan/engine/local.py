@@ -12,7 +12,8 @@ Backpressure: items are pulled from the (lazy) source only while fewer than
 in memory. Regular files larger than ``split_threshold`` become byte-range tasks of
 ``range_size`` bytes scanned by several workers; their results are merged back into one
 ``ItemResult`` (findings by offset, line numbers continued across ranges, status the worst
-of the parts). See ``worker`` for how a range of a compressed file is handled.
+of the parts; see ``ranges``, shared with the Dask engine). See ``worker`` for how a range
+of a compressed file is handled.
 
 Worker log records reach the coordinator's handlers through multiprocessing-logging: the
 handlers of the ``panscan`` logger are wrapped before the fork and restored at close.
@@ -26,7 +27,7 @@ import os
 import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -34,29 +35,25 @@ from typing import Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
+from panscan.engine.ranges import RANGE_SIZE as RANGE_SIZE
+from panscan.engine.ranges import SPLIT_THRESHOLD as SPLIT_THRESHOLD
+from panscan.engine.ranges import check_sizes, split_item, task_bytes
+from panscan.engine.ranges import merge_parts as merge_parts
 from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
 from panscan.model import Item, ItemResult, Reason, Status, Task
 
 logger = logging.getLogger(__name__)
 
-#: Items larger than this are split into byte ranges (when their source supports ranges).
-SPLIT_THRESHOLD = 64 * 2**20
-#: Size of one byte-range task.
-RANGE_SIZE = 32 * 2**20
 #: Most tasks sent to one worker ahead of its answers (keeps it busy while the coordinator
 #: works, and lets one pipe write carry several small tasks).
 PREFETCH = 8
 #: Most bytes of tasks waiting at one worker behind the one it is scanning.
 PREFETCH_BYTES = 8 * 2**20
-# Sources whose items can be read from an offset (S3: Range GETs on the same version).
-_RANGED_SOURCES = frozenset({"file", "s3"})
 # How often the coordinator looks at its interrupt flag while waiting for workers.
 _POLL_SECONDS = 0.2
 # Workers that die between tasks (not attributable to an item) are replaced; this many
 # such deaths per worker slot means something is wrong with the process itself.
 _MAX_IDLE_DEATHS_PER_SLOT = 3
-
-_SEVERITY = {Status.COMPLETE: 0, Status.PARTIAL: 1, Status.SKIPPED: 2, Status.ERROR: 3}
 
 
 _WAKE_UP = logging.makeLogRecord({"msg": "", "panscan_wake_up": True})
@@ -109,8 +106,7 @@ class LocalEngine:
                  log_to: logging.Logger | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError("workers must be at least 1")
-        if range_size < 1 or split_threshold < range_size:
-            raise ValueError("range_size must be positive and at most split_threshold")
+        check_sizes(split_threshold, range_size)
         self._ctx = ctx
         self._n = workers or os.cpu_count() or 1
         self._split_threshold = split_threshold
@@ -258,11 +254,7 @@ class LocalEngine:
         return self._next_id
 
     def _split(self, item: Item) -> list[Task]:
-        size = item.size
-        if item.source not in _RANGED_SOURCES or size is None or size <= self._split_threshold:
-            return [Task(item)]
-        step = self._range_size
-        return [Task(item, start, min(start + step, size)) for start in range(0, size, step)]
+        return split_item(item, self._split_threshold, self._range_size)
 
     def _dispatch(self) -> None:
         """Hand waiting tasks to workers, in batches: one pipe write carries several small
@@ -291,10 +283,7 @@ class LocalEngine:
             w.sent.extend(batch)
 
     def _task_bytes(self, task_id: int) -> int:
-        task = self._tasks[task_id][2]
-        if task.end is not None:
-            return task.end - task.start
-        return task.item.size or 0
+        return task_bytes(self._tasks[task_id][2])
 
     def _collect(self, timeout: float) -> Iterator[ItemResult]:
         handles: list[Connection | int] = []
@@ -369,37 +358,6 @@ class LocalEngine:
         self._todo.clear()
         for w in self._workers:
             w.sent.clear()
-
-
-def merge_parts(parts: list[TaskResult]) -> ItemResult:
-    """One item's result from the results of its tasks, in range order.
-
-    Findings are sorted by offset; a range's line numbers are continued from the newlines
-    of the ranges before it (0, "unknown", after a range that did not finish, since its
-    newlines were not counted); ``bytes_scanned`` is the sum; status, reason and detail
-    are those of the worst part (error, then skipped, then partial).
-    """
-    if len(parts) == 1:
-        return parts[0].result
-    worst = max(parts, key=lambda p: _SEVERITY[p.result.status]).result
-    whole = [p for p in parts if p.whole_item and p.task.start == 0]
-    if whole:
-        # The item needed extraction; the first range scanned all of it.
-        base = whole[0].result
-        return replace(base, status=worst.status, reason=worst.reason or base.reason,
-                       detail=worst.detail or base.detail)
-    findings = []
-    lines_before: int | None = 0
-    for p in parts:
-        for f in p.result.findings:
-            findings.append(replace(f, line=f.line + lines_before if lines_before is not None else 0))
-        if lines_before is not None and p.result.status is Status.COMPLETE:
-            lines_before += p.newlines_owned
-        else:
-            lines_before = None
-    findings.sort(key=lambda f: (f.member or "", f.offset, f.kind))
-    return ItemResult(parts[0].task.item, worst.status, worst.reason, worst.detail,
-                      sum(p.result.bytes_scanned for p in parts), tuple(findings))
 
 
 def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection]) -> None:
