@@ -499,10 +499,25 @@ def _make_hit(data: bytes, view: _View, start: int, end: int, groups: tuple[int,
     )
 
 
+# Digits become "d", NUL stays NUL, every other byte becomes "x".
+_DIGIT_NUL_MAP = bytes(0x64 if 48 <= b <= 57 else 0 if b == 0 else 0x78 for b in range(256))
+
+
+def _may_hold_utf16_digits(buf: bytes) -> bool:
+    """Whether any UTF-16 view of ``buf`` can hold a digit: some digit byte has a NUL
+    neighbour. Zero-filled regions (sparse files, disk images, preallocated databases) are
+    all NUL and no digit; building their four views cost ~20 ms per MiB for nothing."""
+    if buf.count(0) == len(buf):
+        return False  # a hole: counting one byte value is several times faster than translate()
+    squeezed = buf.translate(_DIGIT_NUL_MAP)
+    # "d" alone is a memchr; the pairs are searched only when there are digits at all.
+    return b"d" in squeezed and (b"d\x00" in squeezed or b"\x00d" in squeezed)
+
+
 def scan_buffer(buf: bytes, region: _Region, patterns: PatternSet) -> list[RawHit]:
     """Hits of the runs ``region`` owns in ``buf``, sorted by offset."""
     hits = _scan_view(_View(buf, 1, 0), region, patterns)
-    if b"\x00" in buf:
+    if b"\x00" in buf and _may_hold_utf16_digits(buf):
         wide: dict[tuple[int, int, Kind], RawHit] = {}
         for view in _utf16_views(buf):
             for hit in _scan_view(view, region, patterns):
@@ -552,7 +567,10 @@ class StreamScanner:
             return []
         # Keep back whatever run is still open near the end (it may continue) and the context
         # that track data and keywords need.
-        cut = _stretch_start(buf, n - RIGHT)
+        # A stretch reaching below n - MAX_CARRY is cut by force wherever it starts, so the
+        # search for its start stops there: a long stretch (a run of NULs in a sparse file)
+        # is not walked back over the whole buffer for every chunk.
+        cut = _stretch_start(buf, n - RIGHT, floor=n - MAX_CARRY - 1)
         tail_open = False
         if n - cut > MAX_CARRY:
             cut, tail_open = _group_start_near(buf, n - MAX_CARRY // 2), True
@@ -607,15 +625,17 @@ def _newlines(buf: bytes, lo: int, hi: int) -> int:
     return int(np.count_nonzero(np.frombuffer(buf, np.uint8, hi - lo, lo) == 10))
 
 
-def _stretch_start(buf: bytes, end: int, chars: bytes = RUN_BYTES) -> int:
-    """Start of the stretch of ``chars`` bytes that ends at ``end`` (``end`` if there is none)."""
+def _stretch_start(buf: bytes, end: int, chars: bytes = RUN_BYTES, floor: int = 0) -> int:
+    """Start of the stretch of ``chars`` bytes that ends at ``end`` (``end`` if there is none),
+    or ``floor`` if the stretch reaches below it."""
     # Look at a short tail first: copying the whole buffer for rstrip costs more than the scan.
-    end = max(0, end)
+    floor = max(0, floor)
+    end = max(floor, end)
     step = 256
     while True:
-        lo = max(0, end - step)
+        lo = max(floor, end - step)
         kept = len(buf[lo:end].rstrip(chars))
-        if kept or lo == 0:
+        if kept or lo == floor:
             return lo + kept
         step *= 4
 

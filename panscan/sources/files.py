@@ -21,6 +21,11 @@ What callers may rely on:
 * :func:`open_file` reads exactly the file that was listed: it never follows a symbolic
   link the walk did not follow, never blocks on a FIFO or device swapped in, and refuses a
   file whose inode or device differ from the item's. It raises only :class:`SourceError`.
+  It reads no further than the file's size when it was opened, so a file that grows while
+  it is read (a busy log, or a writer faster than the scan) cannot keep a worker reading.
+* :func:`changed_since` tells, after the read, whether the file grew, shrank or was
+  rewritten, or whether its location now holds another file or none (replaced with
+  ``os.replace``, renamed over, removed) since it was listed.
 
 Reasons: FIFO, socket, device -> SKIPPED ``NOT_REGULAR_FILE``; link not followed -> SKIPPED
 ``SYMLINK_NOT_FOLLOWED``; link loop or directory reached twice -> SKIPPED ``SYMLINK_LOOP``;
@@ -36,14 +41,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
+import io
 import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from panscan.model import Item, ItemResult, Reason, Status
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 SOURCE = "file"
 
@@ -368,7 +377,7 @@ def open_file(item: Item) -> BinaryIO:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             except OSError:
                 pass  # advice only; some filesystems do not take it
-        return os.fdopen(fd, "rb", buffering=0)
+        return cast(BinaryIO, _UpToSize(os.fdopen(fd, "rb", buffering=0), st.st_size))
     except SourceError:
         os.close(fd)
         raise
@@ -378,14 +387,91 @@ def open_file(item: Item) -> BinaryIO:
 
 
 def changed_since(item: Item, f: BinaryIO) -> bool:
-    """Whether the open file's size, modification time or inode now differ from ``item``
-    (call after reading: True means what was read may be inconsistent)."""
+    """Whether the open file's size or modification time now differ from ``item``, or its
+    location no longer leads to it (call after reading: True means what was read may be
+    inconsistent, or is no longer what the location holds)."""
     st = os.fstat(f.fileno())
-    return (
-        (item.size is not None and st.st_size != item.size)
-        or (item.mtime_ns is not None and st.st_mtime_ns != item.mtime_ns)
-        or (item.inode is not None and st.st_ino != item.inode)
-    )
+    if (item.size is not None and st.st_size != item.size) or (
+            item.mtime_ns is not None and st.st_mtime_ns != item.mtime_ns):
+        return True
+    # The descriptor keeps the file it opened, whatever happens to the name: a file
+    # replaced (os.replace, a log rotation renaming over it) or removed while it was read
+    # shows only at its location.
+    return not _still_at(item.location, st)
+
+
+def _still_at(path: str, st: os.stat_result) -> bool:
+    try:
+        # O_PATH: no open side effects, no blocking on a FIFO swapped in; links followed as
+        # open_file follows the ones the walk followed.
+        fd = _open_path(path, _O_PATH | _O_CLOEXEC, noatime=False)
+    except OSError:
+        return False
+    try:
+        now = os.fstat(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+class _UpToSize(io.RawIOBase):
+    """An open regular file that ends at ``size`` bytes (its size when opened) even if it
+    grows: reads stop there and ``SEEK_END`` is relative to it. A file that shrinks ends
+    early, as files do; :func:`changed_since` reports both."""
+
+    def __init__(self, f: io.FileIO, size: int) -> None:
+        super().__init__()
+        self._f = f
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self._size - self._pos)
+        want = left if n is None or n < 0 else min(n, left)
+        if want == 0:
+            return b""
+        # FileIO.read(n) reads straight into the bytes object it returns: no extra copy.
+        data = self._f.read(want) or b""
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), max(0, self._size - self._pos))
+        if want == 0:
+            return 0
+        n = self._f.readinto(view[:want]) or 0
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            offset, whence = self._size + offset, os.SEEK_SET
+        self._pos = self._f.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
 
 
 def _open_listed_link(item: Item) -> int:
