@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from panscan import __version__
 from panscan.config import ConfigError, Policy, describe_policy, load_policy, parse_duration, parse_size
+from panscan.engine.local import EngineError
 from panscan.engine.runner import (
     EXIT_INCOMPLETE,
     EXIT_USAGE,
@@ -364,11 +365,24 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
 
 
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` masked and safe for a terminal: bytes that were not UTF-8 and control
+    characters (a file name can hold escape sequences) become ``\\xNN``, and a newline
+    continues the same message (``  | ``) so a name can never start a line of its own."""
+    text = mask_text(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return text.replace("\n", "\n  | ")
+
+
 class _MaskingFormatter(logging.Formatter):
-    """Masks card numbers in the final text of every record, worker records included."""
+    """Masks card numbers and escapes control characters in the final text of every record,
+    worker records included (their arguments are merged into the message before they arrive)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+        return terminal_safe(super().format(record))
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> tuple[logging.Logger, logging.Handler, bool]:
@@ -384,7 +398,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> tuple[logging.Logger, logg
 
 
 def _say(message: str) -> None:
-    print(mask_text(message), file=sys.stderr)
+    print(terminal_safe(message), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -435,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StateError as exc:  # the state became unwritable mid-sweep (disk full): what was committed stays
         _say(f"panscan: error: {exc}; the sweep did not complete")
+        return EXIT_INCOMPLETE
+    except EngineError as exc:  # no scheduler, no workers, the cluster lost the batches
+        _say(f"panscan: error: {exc}; the scan did not complete")
         return EXIT_INCOMPLETE
     except Exception as exc:
         # A bug. Its text may quote content, so only its type and where it happened.
