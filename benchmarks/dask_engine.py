@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import generate, parse_size
-from s3 import BUCKET, MB, aws_env, split_lines, start_moto
+from corpus import parse_size
+from s3 import BUCKET, MB, aws_env, corpora, start_moto
 
 KEY = b"b" * 32
 
@@ -125,16 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="panscan-dask-bench-"))
     server = None
     try:
-        sets: list[tuple[str, list[bytes], int]] = []
-        corpus = work / "small.dat"
-        planted = generate("log", args.objects * args.size, corpus, seed=args.seed)
-        sets.append(("small", split_lines(corpus.read_bytes(), args.objects), planted))
-        corpus.unlink()
-        if args.big:
-            corpus = work / "big.dat"
-            planted = generate("log", args.big, corpus, seed=args.seed + 1)
-            sets.append(("big", [corpus.read_bytes()], planted))
-            corpus.unlink()
+        sets = corpora(args.objects, args.size, args.big, args.seed, work)
 
         import boto3
         from botocore.config import Config

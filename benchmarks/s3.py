@@ -65,6 +65,22 @@ def split_lines(data: bytes, n: int) -> list[bytes]:
     return [p for p in pieces if p]
 
 
+def corpora(objects: int, size: int, big: int, seed: int, work: Path) -> list[tuple[str, list[bytes], int]]:
+    """The object sets: ``objects`` log-like pieces of about ``size`` bytes cut at line ends
+    ("small"), and one object of ``big`` bytes ("big", when big > 0); each with its planted count."""
+    sets: list[tuple[str, list[bytes], int]] = []
+    corpus = work / "small.dat"
+    planted = generate("log", objects * size, corpus, seed=seed)
+    sets.append(("small", split_lines(corpus.read_bytes(), objects), planted))
+    corpus.unlink()
+    if big:
+        corpus = work / "big.dat"
+        planted = generate("log", big, corpus, seed=seed + 1)
+        sets.append(("big", [corpus.read_bytes()], planted))
+        corpus.unlink()
+    return sets
+
+
 def start_moto() -> tuple[Any, str]:
     from moto.server import ThreadedMotoServer
 
@@ -124,16 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         t0 = time.perf_counter()
-        sets: list[tuple[str, list[bytes], int]] = []
-        corpus = work / "small.dat"
-        planted = generate("log", args.objects * args.size, corpus, seed=args.seed)
-        sets.append(("small", split_lines(corpus.read_bytes(), args.objects), planted))
-        corpus.unlink()
-        if args.big:
-            corpus = work / "big.dat"
-            planted = generate("log", args.big, corpus, seed=args.seed + 1)
-            sets.append(("big", [corpus.read_bytes()], planted))
-            corpus.unlink()
+        sets = corpora(args.objects, args.size, args.big, args.seed, work)
         print(f"corpora generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         import boto3
