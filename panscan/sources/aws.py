@@ -13,16 +13,32 @@ What callers may rely on:
   (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the config file). ``--endpoint-url`` reaches
   forked workers through ``AWS_ENDPOINT_URL`` (see ``engine.runner``). Credentials and region
   come from the standard chain.
+* Credentials that expire mid-scan (a session token, an SSO or role session) fail every
+  later request the same way. :func:`credentials_refused` recognises such a failure,
+  ``sources.s3.reason_for`` turns it into ``PERMISSION_DENIED`` with the detail of
+  :func:`credentials_detail`, and :func:`credentials_problem` recognises that result (as
+  written, or wrapped by the worker as ``read failed: ...``), so the runner can stop the
+  scan at the first one instead of failing every remaining item.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
+
+from panscan.model import ItemResult, Reason, Status
 
 #: Attempts per request (the first one included) in botocore's ``standard`` retry mode.
 MAX_ATTEMPTS = 8
@@ -31,6 +47,26 @@ READ_TIMEOUT = 60
 #: Default connection pool: a worker process reads one object at a time (plus the odd
 #: ranged request while a body is still open); the coordinator lists one bucket at a time.
 DEFAULT_POOL = 4
+
+#: Error codes with which AWS refuses credentials that have run out (S3 and STS spell them
+#: differently; RequestExpired is the EC2/Glacier form). Valid when the scan started, they
+#: fail every later request: retrying or going on to the next item is pointless.
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidToken", "RequestExpired",
+                           "TokenRefreshRequired"})
+#: botocore's own failures to find or refresh credentials (an SSO session or assumed role
+#: that can no longer be renewed): the same for every request that follows.
+_UNAVAILABLE = (NoCredentialsError, CredentialRetrievalError, TokenRetrievalError, SSOError)
+#: The words an item's detail carries when its request was refused for expired credentials
+#: (``"ExpiredToken: AWS credentials expired"``) ...
+CREDENTIALS_EXPIRED = "AWS credentials expired"
+#: ... or because botocore could not find or refresh any (``"NoCredentialsError: ..."``).
+CREDENTIALS_UNAVAILABLE = "AWS credentials unavailable"
+_RENEW = "renew them and run again"
+# The whole detail, as credentials_detail() writes it or the worker wraps a failed read: a
+# member name or a key that merely contains these words (details may quote member names)
+# must not stop a scan.
+_CREDENTIALS_DETAIL = re.compile(
+    rf"(?:read failed: )?(\w+): ({CREDENTIALS_EXPIRED}|{CREDENTIALS_UNAVAILABLE}); {_RENEW}")
 
 _Key = tuple[int, str, str | None, str | None, int]
 _clients: dict[_Key, Any] = {}
@@ -64,3 +100,38 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
         made = session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
         _clients[key] = made
         return made
+
+
+def credentials_refused(exc: Exception) -> tuple[str, str] | None:
+    """``(code, words)`` when ``exc`` (a failed AWS call) says the scan's credentials are no
+    longer usable: an expired or invalidated session token (``words`` is
+    :data:`CREDENTIALS_EXPIRED`) or botocore unable to find or refresh credentials
+    (:data:`CREDENTIALS_UNAVAILABLE`); None for any other failure. ``code`` is the AWS error
+    code or the botocore exception's name, never a message (messages may quote a key)."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        return (code, CREDENTIALS_EXPIRED) if code in EXPIRED_CODES else None
+    if isinstance(exc, _UNAVAILABLE):
+        return type(exc).__name__, CREDENTIALS_UNAVAILABLE
+    return None
+
+
+def credentials_detail(code: str, words: str) -> str:
+    """The detail of an item refused for credentials (see :func:`credentials_refused`)."""
+    return f"{code}: {words}; {_RENEW}"
+
+
+def credentials_problem(result: ItemResult) -> str | None:
+    """When ``result`` (an AWS item: S3, Glacier) failed ``PERMISSION_DENIED`` because AWS
+    refused the scan's credentials (its detail is exactly what :func:`credentials_detail`
+    wrote, possibly wrapped by the worker as ``read failed: ...``): the one-line message to
+    stop the scan with, e.g. ``AWS credentials expired (ExpiredToken): the scan stopped
+    early; renew them and run again``. None otherwise."""
+    if (result.status is Status.COMPLETE or result.reason is not Reason.PERMISSION_DENIED
+            or result.item.source == "file" or not result.detail):
+        return None
+    found = _CREDENTIALS_DETAIL.fullmatch(result.detail)
+    if found is None:
+        return None
+    code, words = found.groups()
+    return f"{words} ({code}): the scan stopped early; {_RENEW}"

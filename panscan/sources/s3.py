@@ -287,9 +287,16 @@ def reason_for(exc: Exception, *, listing: bool = False) -> tuple[Reason, str]:
     read without their key are ``INVALID_ENCRYPTION``; AccessDenied ``PERMISSION_DENIED``;
     a missing bucket ``NOT_FOUND``; a version or key gone since it was listed
     ``SOURCE_OBJECT_NO_LONGER_AVAILABLE`` (``NOT_FOUND`` while listing); an archived object
-    ``INVALID_OBJECT_STATE``; a failed If-Match ``OBJECT_VERSION_MISMATCH``; anything else
-    (throttling or 5xx beyond the retries, an unreachable endpoint) ``READ_ERROR``.
+    ``INVALID_OBJECT_STATE``; a failed If-Match ``OBJECT_VERSION_MISMATCH``; credentials
+    that expired mid-scan (ExpiredToken, InvalidToken... with a 400 or a 403) or that botocore
+    cannot find or refresh ``PERMISSION_DENIED`` with the detail of
+    :func:`aws.credentials_detail`, which :func:`aws.credentials_problem` recognises so the
+    scan stops instead of failing every remaining object; anything else (throttling or 5xx
+    beyond the retries, an unreachable endpoint) ``READ_ERROR``.
     """
+    refused = aws.credentials_refused(exc)
+    if refused is not None:
+        return Reason.PERMISSION_DENIED, aws.credentials_detail(*refused)
     if not isinstance(exc, ClientError):
         return Reason.READ_ERROR, f"request failed ({type(exc).__name__})"
     error = exc.response.get("Error", {})

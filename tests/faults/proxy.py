@@ -18,19 +18,29 @@ Rules, set by the test before the scan:
 - :meth:`FaultProxy.add_head_headers` — every HeadObject for a key gets moto's answer plus the
   given response headers (``x-amz-archive-status``, ``x-amz-restore``: what moto does not
   implement), for ever.
+- :meth:`FaultProxy.expire_after` — credentials that run out mid-scan: once ``get_objects``
+  GetObject requests have been forwarded, every later request of any kind (listings, HEAD,
+  bucket settings) answers an S3 XML error (``400 ExpiredToken`` by default), for ever.
+- :meth:`FaultProxy.delay_get` — every GetObject is held ``seconds`` before it is forwarded
+  (a slow source); :meth:`FaultProxy.hold_bucket_requests` — every request on a bucket that
+  names no key (ListObjectVersions, its bucket settings) is held ``seconds`` (a listing that
+  hangs). :meth:`FaultProxy.reset` lets held requests go at once, unanswered (connection closed).
 
 GetObject rules (``fail_get``, ``truncate_get``) apply in the order they were set: a request takes
 the first rule for its key that has uses left, so a truncation set before a failure cuts the
 first body and fails the Range request that resumes it.
 
 Every request is logged (:attr:`FaultProxy.seen`, :class:`Seen`) with what the proxy did with it,
-and counted per (method, bucket, key, Range header) (:meth:`FaultProxy.count`).
+and counted per (method, bucket, key, Range header) (:meth:`FaultProxy.count`). A held request is
+also logged when it arrives (:attr:`FaultProxy.arrived`), so a test can wait for the moment a
+client is stuck in it.
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -50,8 +60,9 @@ _CHUNK = 64 * 1024
 @dataclass(frozen=True)
 class Seen:
     """One request the proxy received, and what it did: ``forwarded``, ``failed`` (an injected
-    error status), ``truncated`` (body cut), ``denied`` or ``annotated`` (a HEAD answered with
-    headers added)."""
+    error status), ``truncated`` (body cut), ``denied``, ``annotated`` (a HEAD answered with
+    headers added), ``expired`` (refused by :meth:`FaultProxy.expire_after`), ``delayed``
+    (held, then forwarded) or ``released`` (held, then dropped unanswered by a reset)."""
 
     method: str
     bucket: str
@@ -65,6 +76,14 @@ class Seen:
     def is_get_object(self) -> bool:
         return self.method == "GET" and bool(self.bucket) and bool(self.key) and not (
             _NOT_GET_OBJECT & self.query.keys())
+
+
+@dataclass
+class _Expiry:
+    after: int  # GetObject requests forwarded before the credentials run out
+    status: int
+    code: str
+    forwarded: int = 0
 
 
 @dataclass
@@ -97,13 +116,18 @@ class FaultProxy:
         self._rules: list[_Rule] = []
         self._denied: set[str] = set()
         self._head_headers: dict[tuple[str, str], dict[str, str]] = {}
+        self._expiry: _Expiry | None = None
+        self._get_delay = 0.0
+        self._bucket_delays: dict[str, float] = {}
+        self._release = threading.Event()
         self.seen: list[Seen] = []
+        self.arrived: list[Seen] = []  # held requests, logged when they arrive
         proxy = self
 
         class Handler(_Handler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
 
@@ -117,6 +141,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._release.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -130,12 +155,18 @@ class FaultProxy:
     # rules
 
     def reset(self) -> None:
-        """Forget the rules and the log."""
+        """Forget the rules and the log; requests still held are dropped unanswered."""
         with self._lock:
             self._rules.clear()
             self._denied.clear()
             self._head_headers.clear()
+            self._expiry = None
+            self._get_delay = 0.0
+            self._bucket_delays.clear()
+            self._release.set()
+            self._release = threading.Event()
             self.seen.clear()
+            self.arrived.clear()
 
     def fail_get(self, bucket: str, key: str, *, status: int, code: str, times: int) -> None:
         """The next ``times`` GetObject requests for ``bucket``/``key`` answer ``status`` with an
@@ -161,6 +192,23 @@ class FaultProxy:
         with self._lock:
             self._head_headers.setdefault((bucket, key), {}).update(headers)
 
+    def expire_after(self, get_objects: int, *, status: int = 400, code: str = "ExpiredToken") -> None:
+        """After ``get_objects`` more GetObject requests have been forwarded, every request
+        answers ``status`` with an S3 error body carrying ``code``, for ever (until :meth:`reset`)."""
+        with self._lock:
+            self._expiry = _Expiry(get_objects, status, code)
+
+    def delay_get(self, seconds: float) -> None:
+        """Every GetObject from now on is held ``seconds`` before it is forwarded."""
+        with self._lock:
+            self._get_delay = seconds
+
+    def hold_bucket_requests(self, bucket: str, seconds: float) -> None:
+        """Every request on ``bucket`` that names no key (ListObjectVersions, GetBucketVersioning...)
+        is held ``seconds`` before it is forwarded."""
+        with self._lock:
+            self._bucket_delays[bucket] = seconds
+
     # log
 
     def requests(self, bucket: str, key: str | None = None, *, get_object: bool = True) -> list[Seen]:
@@ -182,6 +230,34 @@ class FaultProxy:
                 return {}
             return dict(self._head_headers.get((seen.bucket, seen.key), {}))
 
+    def _hold(self, seen: Seen) -> str:
+        """Hold ``seen`` as long as a delay rule says: ``""`` (no rule), ``"delayed"`` (held,
+        now to be forwarded) or ``"released"`` (a reset let it go first)."""
+        with self._lock:
+            if seen.is_get_object:
+                seconds = self._get_delay
+            elif seen.bucket and not seen.key:
+                seconds = self._bucket_delays.get(seen.bucket, 0.0)
+            else:
+                seconds = 0.0
+            if seconds <= 0:
+                return ""
+            self.arrived.append(seen)
+            release = self._release
+        return "released" if release.wait(seconds) else "delayed"
+
+    def _expired(self, seen: Seen) -> _Expiry | None:
+        """The expiry rule if it refuses ``seen``; counts the GetObject requests let through."""
+        with self._lock:
+            expiry = self._expiry
+            if expiry is None:
+                return None
+            if expiry.forwarded >= expiry.after:
+                return expiry
+            if seen.is_get_object:
+                expiry.forwarded += 1
+            return None
+
     def _decide(self, seen: Seen) -> tuple[str, _Rule | None]:
         with self._lock:
             if seen.bucket in self._denied:
@@ -197,6 +273,15 @@ class FaultProxy:
     def _log(self, seen: Seen) -> None:
         with self._lock:
             self.seen.append(seen)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away mid-request (a worker stopped by Ctrl-C, a scan killed) is
+        # what the fault tests do on purpose: no traceback on stderr for it.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -227,7 +312,19 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         rng = self.headers.get("Range")
         probe = Seen(self.command, bucket, key, query, rng, "", 0)
+        held = self.owner._hold(probe)
+        if held == "released":
+            self.owner._log(Seen(self.command, bucket, key, query, rng, held, 0))
+            self._cut_connection()
+            return
+        expiry = self.owner._expired(probe)
+        if expiry is not None:
+            self._error(expiry.status, expiry.code, "The provided token has expired.")
+            self.owner._log(Seen(self.command, bucket, key, query, rng, "expired", expiry.status))
+            return
         action, rule = self.owner._decide(probe)
+        if action == "forwarded" and held:
+            action = held
         if action == "denied":
             self._error(403, "AccessDenied", "Access Denied")
             self.owner._log(Seen(self.command, bucket, key, query, rng, action, 403))
