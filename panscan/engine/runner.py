@@ -39,7 +39,7 @@ from panscan.engine.worker import WorkerContext
 from panscan.findings.mask import load_or_create_key, mask_result, mask_text
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
-from panscan.model import Item, ItemResult, RetentionVerdict, Status
+from panscan.model import Item, ItemResult, Reason, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
 from panscan.sinks.tee import TeeSink
 from panscan.sources.files import WalkOptions, enumerate_files
@@ -392,37 +392,72 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             sink.write_volume(masked_record(volume.to_record()))
         engine = make_engine(opts, ctx)
         interrupted = False
+        stopped_by: str | None = None  # why the scan stopped on its own (credentials refused)
+        seen_buckets: set[str] = set()
+        handed: Counter[Item] = Counter()  # items given to the engine whose result has not come back
+
+        def handle(result: ItemResult) -> None:
+            nonlocal stopped_by
+            _report_bucket(result.item, seen_buckets, sink, sweep)
+            masked, verdict = sweep.judge(mask_result(result))
+            sweep.record(masked, verdict)
+            tally.add(masked, verdict)
+            sink.write_item(masked)
+            if verdict is not None:
+                sink.write_retention(verdict)
+            progress.update(masked)
+            if masked.status is not Status.COMPLETE:
+                logger.info("%s: %s %s", masked.item.location, masked.status, masked.reason)
+                if stopped_by is None and masked.item.source != "file":
+                    # Expired credentials fail every later request the same way: stop at the
+                    # first refusal instead of sending one doomed request per remaining item.
+                    from panscan.sources.aws import credentials_problem
+
+                    stopped_by = credentials_problem(masked)
+                    if stopped_by is not None:
+                        engine.interrupt()
+
         with _on_interrupt(engine), Progress(stderr) as progress:
             try:
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
-                    seen_buckets: set[str] = set()
                     listed = enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore,
                                                sweep.restore_pending if state is not None else None,
                                                glacier=_glacier_options(opts, now, sweep), state=state)
                     if mounted:
                         listed = tag_volumes(listed, mounted)
-                    for result in engine.run(sweep.skip_unchanged(listed)):
-                        _report_bucket(result.item, seen_buckets, sink, sweep)
-                        masked, verdict = sweep.judge(mask_result(result))
-                        sweep.record(masked, verdict)
-                        tally.add(masked, verdict)
-                        sink.write_item(masked)
-                        if verdict is not None:
-                            sink.write_retention(verdict)
-                        progress.update(masked)
-                        if masked.status is not Status.COMPLETE:
-                            logger.info("%s: %s %s", masked.item.location, masked.status, masked.reason)
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now, still write the summary
+                    try:
+                        for result in engine.run(_handed_out(sweep.skip_unchanged(listed), handed)):
+                            if handed[result.item]:
+                                handed[result.item] -= 1
+                            handle(result)
+                    except KeyboardInterrupt:
+                        # A second Ctrl-C, wherever the coordinator was (waiting for a listing
+                        # page, for a worker): stop now, and account for the items the engine
+                        # had taken but not finished.
+                        engine.interrupt()
+                        for item in list(handed.elements()):
+                            handle(ItemResult(item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted"))
+            except KeyboardInterrupt:  # a second Ctrl-C while the workers start or stop: still the summary
                 engine.interrupt()
             interrupted = engine.interrupted
-        if interrupted:
+        if stopped_by is not None:
+            print(mask_text(f"panscan: error: {stopped_by}"), file=stderr)
+        elif interrupted:
             logger.warning("interrupted: the report covers the items finished so far")
         summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
         stack.close()  # the bundle's report files are complete before the manifest is written
         if opts.evidence is not None:
             _seal_evidence(opts, key, summary, stderr)
     return summary.exit_status
+
+
+def _handed_out(records: Iterable[Item | ItemResult], handed: Counter[Item]) -> Iterator[Item | ItemResult]:
+    """``records``, each item counted in ``handed`` as the engine takes it."""
+    for record in records:
+        if isinstance(record, Item):
+            handed[record] += 1
+        yield record
 
 
 @contextlib.contextmanager

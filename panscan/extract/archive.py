@@ -79,7 +79,7 @@ def open_zip(f: BinaryIO, limits: Limits) -> zipfile.ZipFile:
                                f"zip central directory of {cd_size} bytes exceeds the member limit")
     try:
         return zipfile.ZipFile(f)
-    except _ZIP_ERRORS as e:
+    except (*_ZIP_ERRORS, NotImplementedError) as e:  # NotImplementedError: "zip file version 12.7"
         raise ExtractError(Reason.MALFORMED_FILE, f"unreadable zip: {_why(e)}") from None
 
 
@@ -150,7 +150,7 @@ def _local_header(f: BinaryIO, offset: int) -> tuple[int, int] | None:
     try:
         f.seek(offset)
         header = f.read(_LOCAL_LEN)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a negative offset (an end record that lies about the directory)
         return None
     if len(header) < _LOCAL_LEN or not header.startswith(_LOCAL):
         return None

@@ -405,8 +405,12 @@ def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHi
         owned |= (buf_run_start < region.lo) & (buf_start >= region.lo)
     tail_run = np.zeros(len(first), dtype=bool)
     if region.tail_open:
-        tail_run = run_end == n
-        owned &= ~tail_run | ((buf_start < region.hi) & (last != g.last[first]))
+        tail_run = run_end == n  # its end is not known: it may go on in the next buffer
+        # The run the forced cut went through: it crosses region.hi wherever it ends (the
+        # buffer may end in a separator or a NUL after it). This scan owns its windows that
+        # start before the cut, the next scan (head_continues) those that start after it.
+        cut_through = view.shift + view.scale * run_end > region.hi
+        owned &= ~cut_through | ((buf_start < region.hi) & ~(tail_run & (last == g.last[first])))
 
     # Letter rule: only a run's outer groups can touch a letter. "%B" before track 1 is checked
     # per hit below.

@@ -226,11 +226,6 @@ def test_expired_token_mid_scan_is_reported_as_such_keeps_the_state_and_a_rerun_
     rerun_reads_only_what_was_not_done(proxy, "expiring", state, done)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runner.run_scan goes on to the next object after AWS refused the credentials as expired: every "
-    "remaining object is sent a GetObject and fails the same way, and no message names the problem; "
-    "fix: interrupt the engine at the first result for which sources.aws.credentials_problem() is "
-    "not None and print that one line"))
 def test_expired_credentials_stop_the_scan_with_one_line_naming_them_and_exit_2(
         proxy: FaultProxy, s3: MotoS3, tmp_path: Path) -> None:
     expiring_bucket(s3, "expiring", cards=False)
@@ -368,11 +363,6 @@ def test_ctrl_c_midway_prints_the_summary_marks_the_sweep_interrupted_and_a_reru
     assert set(reads) == {f"s3://slow/k{i:03d}.txt" for i in range(total)} - done and set(reads.values()) == {1}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a second Ctrl-C raises KeyboardInterrupt wherever the coordinator is (here: waiting for a "
-    "listing page) and runner.run_scan catches it outside engine.run(): the items already handed to "
-    "the workers are never reported, neither complete nor INTERRUPTED; fix: the runner counts the "
-    "items the engine took and reports those without a result as INTERRUPTED before the summary"))
 def test_a_second_ctrl_c_stops_at_once_even_in_a_hung_listing_and_every_item_is_still_accounted_for(
         proxy: FaultProxy, s3: MotoS3, tmp_path: Path) -> None:
     versioned_bucket(s3, "first")
