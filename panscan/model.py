@@ -155,6 +155,13 @@ class ItemResult:
     # Not read again: an identical item (same version, or same size, mtime and inode) was
     # scanned completely with the same pattern set in this sweep of the state database.
     unchanged_since_sweep: int | None = None
+    # Findings of this item already delivered in batches while it was scanned (a PAN-dense
+    # item streams them so memory does not grow with their number); ``findings`` holds the rest.
+    earlier_findings: int = 0
+
+    @property
+    def findings_total(self) -> int:
+        return self.earlier_findings + len(self.findings)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -165,7 +172,7 @@ class ItemResult:
             "reason": str(self.reason) if self.reason else None,
             "detail": self.detail,
             "bytes_scanned": self.bytes_scanned,
-            "findings": len(self.findings),
+            "findings": self.findings_total,
             "size": self.item.size,
             "unchanged_since_sweep": self.unchanged_since_sweep,
             "volume_id": self.item.volume_id,

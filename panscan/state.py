@@ -209,10 +209,17 @@ def verdict_from_json(text: str) -> RetentionVerdict:
     return _dataclass_from_json(RetentionVerdict, text)
 
 
-def finding_keys(item: Item, findings: Sequence[Finding]) -> list[str]:
-    """The ``fkey`` of each finding of ``item``, in the order given (see the module docstring)."""
+_KeyCounts = dict[tuple[str | None, str, str], int]
+
+
+def finding_keys(item: Item, findings: Sequence[Finding], counts: _KeyCounts | None = None) -> list[str]:
+    """The ``fkey`` of each finding of ``item``, in the order given (see the module docstring).
+
+    ``counts`` carries the numbering from one batch of an item's findings to the next
+    (batches in offset order per member), so batches get the keys the whole would get.
+    """
     vid = item.version_id or ""
-    counts: dict[tuple[str | None, str, str], int] = {}
+    counts = {} if counts is None else counts
     keys = [""] * len(findings)
     # sorted() is stable: findings at the same offset keep their order, so keys are deterministic.
     for i in sorted(range(len(findings)), key=lambda j: findings[j].offset):
@@ -382,6 +389,9 @@ _INSERT_BUCKET = "INSERT INTO sweep_buckets (sweep_id, bucket, record) VALUES (?
 _ITEM_FINDINGS = """SELECT is_latest, member, "offset", line, kind, brand, masked, fingerprint, confidence, test_card,
     retention, change FROM sweep_findings WHERE sweep_id = ? AND location = ? AND version_id = ? ORDER BY rowid"""
 _ITEM_FKEYS = "SELECT fkey FROM sweep_findings WHERE sweep_id = ? AND location = ? AND version_id = ?"
+# Which of some keys a sweep has (an fkey names its item): one index seek per key.
+_FKEYS_AMONG = "SELECT fkey FROM sweep_findings WHERE sweep_id = ? AND fkey IN ({})"
+_FKEYS_PER_QUERY = 500
 _GONE = """SELECT p.is_latest, p.member, p."offset", p.line, p.kind, p.brand, p.masked, p.fingerprint, p.confidence,
         p.test_card, p.retention, p.location, p.version_id, i.status
     FROM sweep_findings AS p
@@ -503,6 +513,14 @@ class State:
         # The findings annotate() returned last and their keys (identity-checked: a tuple is
         # immutable, and holding it keeps its id from being reused).
         self._annotated: tuple[tuple[Finding, ...], list[str]] | None = None
+        # Items whose findings come in batches before their result (record_findings): the
+        # numbering of their keys so far, and per sweep which are open, which started since
+        # the last flush (rows of an earlier attempt are deleted first) and their rows.
+        self._stream_counts: dict[tuple[_Stored, _Stored], _KeyCounts] = {}
+        self._streamed: set[tuple[int, _Stored, _Stored]] = set()
+        self._stream_starts: set[tuple[int, _Stored, _Stored]] = set()
+        self._stream_rows: list[tuple[Any, ...]] = []
+        self._keep: set[tuple[int, _Stored, _Stored]] = set()  # buffered items whose rows are partly written
 
     # --- opening and closing ---------------------------------------------------------------
 
@@ -781,21 +799,65 @@ class State:
         return tuple(_finding(r, item.location, item.version_id, item.is_latest, change=None, retention=None)
                      for r in self._fetch(_LAST_FINDINGS_OF, key + key))
 
-    def annotate(self, previous_id: int | None, result: ItemResult) -> ItemResult:
-        """``result`` with each finding's ``change``: "new" or "still present" against ``previous_id``."""
+    def annotate(self, previous_id: int | None, result: ItemResult, *, streaming: bool = False) -> ItemResult:
+        """``result`` with each finding's ``change``: "new" or "still present" against ``previous_id``.
+
+        ``streaming``: ``result`` holds a batch of the findings of an item still being
+        scanned (see :meth:`record_findings`); its later batches and result continue it.
+        """
         if not result.findings:
             return result
+        identity = (_db(result.item.location), _vid(result.item.version_id))
+        counts = self._stream_counts.setdefault(identity, {}) if streaming else self._stream_counts.get(identity)
+        keys = finding_keys(result.item, result.findings, counts)
         previous: set[str] = set()
         if previous_id is not None:
             if previous_id in self._pending_sweeps:
                 self.flush()
-            previous = {r[0] for r in self._fetch(
-                _ITEM_FKEYS, (previous_id, _db(result.item.location), _vid(result.item.version_id)))}
-        keys = finding_keys(result.item, result.findings)
+            if counts is None:
+                previous = {r[0] for r in self._fetch(_ITEM_FKEYS, (previous_id, *identity))}
+            else:  # a PAN-dense item: only the keys of this batch, not all of the item's
+                for i in range(0, len(keys), _FKEYS_PER_QUERY):
+                    some = keys[i:i + _FKEYS_PER_QUERY]
+                    query = _FKEYS_AMONG.format(", ".join("?" * len(some)))
+                    previous.update(r[0] for r in self._fetch(query, (previous_id, *some)))
         findings = tuple(replace(f, change=STILL_PRESENT if k in previous else NEW)
                          for f, k in zip(result.findings, keys, strict=True))
         self._annotated = (findings, keys)  # record() of this result reuses the keys
         return replace(result, findings=findings)
+
+    def _finding_rows(self, sweep_id: int, item: Item, findings: tuple[Finding, ...],
+                      counts: _KeyCounts | None) -> list[tuple[Any, ...]]:
+        if not findings:
+            keys: list[str] = []
+        elif self._annotated is not None and self._annotated[0] is findings:
+            keys = self._annotated[1]
+        else:
+            keys = finding_keys(item, findings, counts)
+        location, vid = _db(item.location), _vid(item.version_id)
+        return [
+            (sweep_id, location, vid, f.is_latest, _db_opt(f.member), f.offset, f.line, str(f.kind), f.brand, f.masked,
+             f.fingerprint, str(f.confidence), f.test_card, f.retention, f.change, k)
+            for f, k in zip(findings, keys, strict=True)]
+
+    def record_findings(self, sweep_id: int, batch: ItemResult) -> None:
+        """Store a batch of the findings of an item still being scanned (annotated with
+        ``streaming``); its :meth:`record` comes later with the rest. Buffered like record,
+        so an item's findings need not all be held until its end."""
+        self._pattern_version(sweep_id)
+        item = batch.item
+        identity = (_db(item.location), _vid(item.version_id))
+        key = (sweep_id, *identity)
+        if key not in self._streamed:
+            # A new attempt at the item in this sweep: what an earlier one stored goes.
+            self._streamed.add(key)
+            self._stream_starts.add(key)
+            self._items.pop(key, None)
+        rows = self._finding_rows(sweep_id, item, batch.findings, self._stream_counts.setdefault(identity, {}))
+        self._stream_rows += rows
+        self._pending_sweeps.add(sweep_id)
+        self._rows += len(rows)
+        self._maybe_flush()
 
     def record(self, sweep_id: int, result: ItemResult, verdict: RetentionVerdict | None = None) -> None:
         """Store ``result`` (and its verdict) in the sweep; buffered (see the module docstring).
@@ -808,20 +870,17 @@ class State:
         item = result.item
         location, vid = _db(item.location), _vid(item.version_id)
         key = (sweep_id, location, vid)
-        findings = result.findings
-        if not findings:
-            keys: list[str] = []
-        elif self._annotated is not None and self._annotated[0] is findings:
-            keys = self._annotated[1]
+        finding_rows = self._finding_rows(sweep_id, item, result.findings,
+                                          self._stream_counts.pop((location, vid), None))
+        if key in self._streamed:
+            self._streamed.discard(key)
+            self._keep.add(key)  # its first findings were stored in batches
         else:
-            keys = finding_keys(item, findings)
-        finding_rows = [
-            (sweep_id, location, vid, f.is_latest, _db_opt(f.member), f.offset, f.line, str(f.kind), f.brand, f.masked,
-             f.fingerprint, str(f.confidence), f.test_card, f.retention, f.change, k)
-            for f, k in zip(findings, keys, strict=True)]
+            self._keep.discard(key)
         item_row = (sweep_id, location, vid, item_to_json(item), str(result.status),
                     None if result.reason is None else str(result.reason), _db_opt(result.detail), result.bytes_scanned,
-                    len(findings), result.unchanged_since_sweep, None if verdict is None else verdict_to_json(verdict))
+                    result.findings_total, result.unchanged_since_sweep,
+                    None if verdict is None else verdict_to_json(verdict))
         # Re-inserted rather than overwritten so the buffer keeps record order.
         self._items.pop(key, None)
         self._items[key] = (item_row, finding_rows)
@@ -858,12 +917,14 @@ class State:
     def flush(self) -> None:
         """Commit the buffered rows now. On failure nothing of the buffer is committed and it is
         kept, so a later flush can retry."""
-        if not (self._items or self._seen or self._buckets):
+        if not (self._items or self._seen or self._buckets or self._stream_rows or self._stream_starts):
             self._last_commit = time.monotonic()
             return
         try:
             with self._writing() as conn:
-                conn.executemany(_DELETE_ITEM_FINDINGS, self._items)
+                conn.executemany(_DELETE_ITEM_FINDINGS, (k for k in self._items if k not in self._keep))
+                conn.executemany(_DELETE_ITEM_FINDINGS, self._stream_starts)
+                conn.executemany(_INSERT_FINDING, self._stream_rows)
                 conn.executemany(_INSERT_ITEM, (row for row, _ in self._items.values()))
                 conn.executemany(_INSERT_FINDING, chain.from_iterable(f for _, f in self._items.values()))
                 conn.executemany(_UPSERT_SEEN, self._seen.values())
@@ -872,6 +933,9 @@ class State:
             # Also after a failure: retrying on every record() would stall each one for the busy timeout.
             self._last_commit = time.monotonic()
         self._items.clear()
+        self._keep.clear()
+        self._stream_starts.clear()
+        self._stream_rows = []
         self._seen.clear()
         self._buckets.clear()
         self._pending_sweeps.clear()

@@ -46,7 +46,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any
@@ -60,7 +60,7 @@ except ImportError as exc:  # the runner turns this into a usage error
 from panscan.engine.local import EngineError
 from panscan.engine.ranges import RANGE_SIZE, SPLIT_THRESHOLD, check_sizes, merge_parts, split_item, task_bytes
 from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
-from panscan.model import Item, ItemResult, Reason, Status, Task
+from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
 
 logger = logging.getLogger(__name__)
 
@@ -374,8 +374,12 @@ class DaskEngine:
     # ----------------------------------------------------------------------------------------
     # Scanning.
 
-    def run(self, items: Iterable[Item | ItemResult]) -> Iterator[ItemResult]:
+    def run(self, items: Iterable[Item | ItemResult],
+            on_findings: Callable[[Item, tuple[Finding, ...]], None] | None = None) -> Iterator[ItemResult]:
         """Scan ``items``; yield one result per item as it completes.
+
+        ``on_findings`` is accepted for the engines' common interface and not called: a
+        batch's results come back whole, each with all of its item's findings.
 
         After :meth:`interrupt`, no more items are pulled from ``items``; items in batches
         that had not started are reported as ``skipped``/``INTERRUPTED`` (with whatever

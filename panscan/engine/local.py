@@ -15,6 +15,12 @@ in memory. Regular files larger than ``split_threshold`` become byte-range tasks
 of the parts; see ``ranges``, shared with the Dask engine). See ``worker`` for how a range
 of a compressed file is handled.
 
+A task that makes many findings (a PAN-dense file) sends them in batches while it runs
+(``worker.STREAM_BATCH``); :meth:`LocalEngine.run` hands them to its ``on_findings``
+callback at once, so neither the worker nor the coordinator holds all of them. The
+batches of a byte range wait until the ranges before it have finished (their newlines
+give its line numbers), on disk past a few batches.
+
 Worker log records reach the coordinator's handlers through multiprocessing-logging: the
 handlers of the ``panscan`` logger are wrapped before the fork and restored at close.
 """
@@ -24,23 +30,29 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from multiprocessing_logging import MultiProcessingHandler
 
 from panscan.engine.ranges import RANGE_SIZE as RANGE_SIZE
 from panscan.engine.ranges import SPLIT_THRESHOLD as SPLIT_THRESHOLD
-from panscan.engine.ranges import check_sizes, split_item, task_bytes
+from panscan.engine.ranges import check_sizes, lines_before, shift_lines, split_item, task_bytes
 from panscan.engine.ranges import merge_parts as merge_parts
 from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
-from panscan.model import Item, ItemResult, Reason, Status, Task
+from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
+
+#: Called with an item and a batch of its findings (not yet masked for display) while the
+#: item is still being scanned; its ``ItemResult`` comes later with the rest.
+OnFindings = Callable[[Item, tuple[Finding, ...]], None]
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +97,52 @@ class _Worker:
     sent: deque[int] = field(default_factory=deque)  # task ids, oldest (in progress) first
 
 
+# The second field of a worker's message that carries a batch of findings, not a result.
+_FINDINGS = "findings"
+# Batches of one range kept in memory while it waits for the ranges before it; the rest
+# go to an unnamed temporary file (masked findings only: no full number is ever written).
+_HELD_IN_MEMORY = 4
+
+
+class _Spool:
+    """Batches of findings set aside, in order."""
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[Finding, ...]] = []
+        self._file: IO[bytes] | None = None
+
+    def add(self, batch: tuple[Finding, ...]) -> None:
+        if self._file is None and len(self._batches) < _HELD_IN_MEMORY:
+            self._batches.append(batch)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="panscan-held-")
+        pickle.dump(batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def drain(self) -> Iterator[tuple[Finding, ...]]:
+        batches, self._batches = self._batches, []
+        yield from batches
+        f, self._file = self._file, None
+        if f is None:
+            return
+        with f:
+            f.seek(0)
+            while True:
+                try:
+                    yield pickle.load(f)  # noqa: S301 - our own unnamed file, written above
+                except EOFError:
+                    return
+
+
 @dataclass
 class _Pending:
     item: Item
     parts: int
     done: dict[int, TaskResult] = field(default_factory=dict)  # part index -> result
+    streamed: int = 0  # findings already handed to on_findings
+    ready: int = 0  # parts 0..ready-1 are done: the batches of part ``ready`` and before can go
+    held: dict[int, _Spool] = field(default_factory=dict)  # batches of later parts, waiting
+    kept: dict[int, list[Finding]] = field(default_factory=dict)  # batches when nobody streams
 
 
 class LocalEngine:
@@ -122,6 +175,7 @@ class LocalEngine:
         self._pending: dict[int, _Pending] = {}
         self._todo: deque[int] = deque()
         self._next_id = 0
+        self._on_findings: OnFindings | None = None
 
     @property
     def workers(self) -> int:
@@ -208,8 +262,12 @@ class LocalEngine:
     # ----------------------------------------------------------------------------------------
     # Scanning.
 
-    def run(self, items: Iterable[Item | ItemResult]) -> Iterator[ItemResult]:
+    def run(self, items: Iterable[Item | ItemResult], on_findings: OnFindings | None = None) -> Iterator[ItemResult]:
         """Scan ``items``; yield one result per item as it completes.
+
+        With ``on_findings``, an item with many findings has them handed over in batches
+        while it is scanned, and its result holds the rest (``earlier_findings`` counts the
+        others); without it, every result holds all of its item's findings.
 
         After :meth:`interrupt`, items already handed to workers are reported as
         ``skipped``/``INTERRUPTED`` (with whatever parts of them had finished) and no more
@@ -217,6 +275,7 @@ class LocalEngine:
         """
         if not self._workers:
             raise RuntimeError("LocalEngine.run() before start()")
+        self._on_findings = on_findings
         source = iter(items)
         exhausted = False
         while not self._interrupted:
@@ -296,9 +355,14 @@ class LocalEngine:
             alive = True
             try:
                 while w.conn.poll():
-                    task_id, packed = w.conn.recv()
+                    message = w.conn.recv()
+                    task_id = message[0]
                     if not w.sent or w.sent[0] != task_id:
                         raise EngineError("a worker answered out of order")
+                    if message[1] == _FINDINGS:
+                        self._stream(task_id, message[2])
+                        continue
+                    packed = message[1]
                     w.sent.popleft()
                     done = self._record(task_id, _unpack_result(self._tasks[task_id][2], packed))
                     if done is not None:
@@ -335,14 +399,43 @@ class LocalEngine:
                 raise EngineError("worker processes keep dying")
         self._workers[index] = self._spawn()
 
+    def _stream(self, task_id: int, batch: tuple[Finding, ...]) -> None:
+        """A batch of findings of a task still running."""
+        item_id, part, _ = self._tasks[task_id]
+        pending = self._pending[item_id]
+        if self._on_findings is None:
+            pending.kept.setdefault(part, []).extend(batch)
+        elif part <= pending.ready:
+            self._hand_over(pending, part, batch)
+        else:
+            pending.held.setdefault(part, _Spool()).add(batch)
+
+    def _hand_over(self, pending: _Pending, part: int, batch: tuple[Finding, ...]) -> None:
+        assert self._on_findings is not None
+        if pending.parts > 1:
+            parts = [pending.done[i] for i in range(part)]
+            batch = tuple(shift_lines(batch, lines_before(parts)))
+        pending.streamed += len(batch)
+        self._on_findings(pending.item, batch)
+
     def _record(self, task_id: int, result: TaskResult) -> ItemResult | None:
         item_id, part, _ = self._tasks.pop(task_id)
         pending = self._pending[item_id]
+        kept = pending.kept.pop(part, None)
+        if kept:
+            result = replace(result, result=replace(result.result, findings=(*kept, *result.result.findings)))
         pending.done[part] = result
+        while pending.ready in pending.done:
+            pending.ready += 1
+            held = pending.held.pop(pending.ready, None)
+            if held is not None:
+                for batch in held.drain():
+                    self._hand_over(pending, pending.ready, batch)
         if len(pending.done) < pending.parts:
             return None
         del self._pending[item_id]
-        return merge_parts([pending.done[i] for i in range(pending.parts)])
+        merged = merge_parts([pending.done[i] for i in range(pending.parts)])
+        return replace(merged, earlier_findings=pending.streamed) if pending.streamed else merged
 
     def _abandon(self) -> Iterator[ItemResult]:
         """After an interrupt: stop the workers now and account for every unfinished item."""
@@ -377,6 +470,11 @@ def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connectio
         raise SystemExit(70) from None
 
 
+class _CoordinatorGone(BaseException):
+    """The pipe to the coordinator broke while a task streamed its findings: the task stops
+    (a BaseException, so scan_task does not report it as the item's error)."""
+
+
 def _serve(conn: Connection, ctx: WorkerContext) -> None:
     while True:
         try:
@@ -387,8 +485,17 @@ def _serve(conn: Connection, ctx: WorkerContext) -> None:
             return
         for task_id, packed in message:
             task = _unpack_task(packed)
+
+            def emit(batch: tuple[Finding, ...], task_id: int = task_id) -> None:
+                try:
+                    conn.send((task_id, _FINDINGS, batch))
+                except OSError:
+                    raise _CoordinatorGone() from None
+
             try:
-                result = scan_task(task, ctx)
+                result = scan_task(task, ctx, emit)
+            except _CoordinatorGone:
+                return
             except Exception as exc:  # scan_task does not raise by contract; a bug if it does
                 result = TaskResult(task, ItemResult(task.item, Status.ERROR, Reason.READ_ERROR,
                                                      f"internal error ({type(exc).__name__})"))

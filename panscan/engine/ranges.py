@@ -9,10 +9,11 @@ extraction) is in ``worker``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from panscan.engine.worker import TaskResult
-from panscan.model import Item, ItemResult, Status, Task
+from panscan.model import Finding, Item, ItemResult, Status, Task
 
 #: Items larger than this are split into byte ranges (when their source supports ranges).
 SPLIT_THRESHOLD = 64 * 2**20
@@ -64,15 +65,28 @@ def merge_parts(parts: list[TaskResult]) -> ItemResult:
         base = whole[0].result
         return replace(base, status=worst.status, reason=worst.reason or base.reason,
                        detail=worst.detail or base.detail)
-    findings = []
-    lines_before: int | None = 0
-    for p in parts:
-        for f in p.result.findings:
-            findings.append(replace(f, line=f.line + lines_before if lines_before is not None else 0))
-        if lines_before is not None and p.result.status is Status.COMPLETE:
-            lines_before += p.newlines_owned
-        else:
-            lines_before = None
+    findings: list[Finding] = []
+    for i, p in enumerate(parts):
+        findings += shift_lines(p.result.findings, lines_before(parts[:i]))
     findings.sort(key=lambda f: (f.member or "", f.offset, f.kind))
     return ItemResult(parts[0].task.item, worst.status, worst.reason, worst.detail,
                       sum(p.result.bytes_scanned for p in parts), tuple(findings))
+
+
+def lines_before(parts: Sequence[TaskResult]) -> int | None:
+    """The newlines before the range that follows ``parts`` (the item's first ranges, in
+    order); None when one of them did not finish, so its newlines were not all counted."""
+    total = 0
+    for p in parts:
+        if p.result.status is not Status.COMPLETE:
+            return None
+        total += p.newlines_owned
+    return total
+
+
+def shift_lines(findings: Iterable[Finding], before: int | None) -> list[Finding]:
+    """A range's findings with line numbers counted from the item's start (0, unknown, when
+    ``before`` is None)."""
+    if before == 0:
+        return list(findings)
+    return [replace(f, line=f.line + before if before is not None else 0) for f in findings]

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
@@ -39,7 +39,7 @@ from panscan.engine.worker import WorkerContext
 from panscan.findings.mask import load_or_create_key, mask_result, mask_text
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
-from panscan.model import Item, ItemResult, Reason, RetentionVerdict, Status
+from panscan.model import Finding, Item, ItemResult, Reason, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
 from panscan.sinks.tee import TeeSink
 from panscan.sources.files import WalkOptions, enumerate_files
@@ -308,18 +308,24 @@ class Tally:
         self.changes: Counter[str] = Counter()
 
     def add(self, result: ItemResult, verdict: RetentionVerdict | None = None) -> None:
+        """Count one item, and the findings its result holds (see :meth:`add_findings`)."""
         if verdict is not None:
             self.expired_items += 1
             self.expired_bytes += verdict.size or 0
             self.expired_by_rule[verdict.rule] += 1
-            if result.findings:
+            if result.findings_total:
                 self.expired_with_card_data += 1
-                self.findings_past_retention += len(result.findings)
         self.items[str(result.status)] += 1
         if result.status is not Status.COMPLETE and result.reason is not None:
             self.reasons[str(result.reason)] += 1
         self.bytes += result.bytes_scanned
-        for f in result.findings:
+        self.add_findings(result.findings, verdict is not None)
+
+    def add_findings(self, findings: Sequence[Finding], expired: bool) -> None:
+        """Count findings: those of a result, or a batch of an item still being scanned."""
+        if expired:
+            self.findings_past_retention += len(findings)
+        for f in findings:
             self.findings += 1
             self.kinds[str(f.kind)] += 1
             self.brands[f.brand] += 1
@@ -395,6 +401,17 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         stopped_by: str | None = None  # why the scan stopped on its own (credentials refused)
         seen_buckets: set[str] = set()
         handed: Counter[Item] = Counter()  # items given to the engine whose result has not come back
+        streamed: Counter[Item] = Counter()  # findings already reported of items still being scanned
+
+        def handle_findings(item: Item, findings: tuple[Finding, ...]) -> None:
+            # A batch of a PAN-dense item, before its result: written and counted now, so
+            # memory does not grow with the item's findings.
+            _report_bucket(item, seen_buckets, sink, sweep)
+            streamed[item] += len(findings)
+            batch, verdict = sweep.judge_findings(mask_result(ItemResult(item, Status.COMPLETE, findings=findings)))
+            sweep.record_findings(batch)
+            tally.add_findings(batch.findings, verdict is not None)
+            sink.write_findings(batch.findings)
 
         def handle(result: ItemResult) -> None:
             nonlocal stopped_by
@@ -427,9 +444,11 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                     if mounted:
                         listed = tag_volumes(listed, mounted)
                     try:
-                        for result in engine.run(_handed_out(sweep.skip_unchanged(listed), handed)):
+                        for result in engine.run(_handed_out(sweep.skip_unchanged(listed), handed),
+                                                 handle_findings):
                             if handed[result.item]:
                                 handed[result.item] -= 1
+                            streamed.pop(result.item, None)
                             handle(result)
                     except KeyboardInterrupt:
                         # A second Ctrl-C, wherever the coordinator was (waiting for a listing
@@ -437,7 +456,8 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                         # had taken but not finished.
                         engine.interrupt()
                         for item in list(handed.elements()):
-                            handle(ItemResult(item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted"))
+                            handle(ItemResult(item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted",
+                                              earlier_findings=streamed.pop(item, 0)))
             except KeyboardInterrupt:  # a second Ctrl-C while the workers start or stop: still the summary
                 engine.interrupt()
             interrupted = engine.interrupted
@@ -503,7 +523,8 @@ class Engine(Protocol):
 
     def interrupt(self) -> None: ...
 
-    def run(self, items: Iterable[Item | ItemResult]) -> Iterator[ItemResult]: ...
+    def run(self, items: Iterable[Item | ItemResult],
+            on_findings: Callable[[Item, tuple[Finding, ...]], None] | None = None) -> Iterator[ItemResult]: ...
 
     def __enter__(self) -> Any: ...
 

@@ -85,6 +85,7 @@ class Sweep:
         self.previous_id: int | None = None
         self.unchanged = 0
         self._pending: set[tuple[str, str | None]] = set()
+        self._streaming: set[Item] = set()  # items whose findings came in batches before their result
         if state is not None:
             start = state.begin_sweep(sweep_scope(targets, options), pattern_version,
                                       {k: _masked(v) for k, v in options.items()}, now)
@@ -127,7 +128,21 @@ class Sweep:
     def judge(self, result: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
         """``result`` (masked) with its retention verdict; findings in an expired item are
         marked, and against the previous sweep."""
-        result = self._pending_retrieval(self._description_findings(result))
+        if result.item in self._streaming:
+            self._streaming.discard(result.item)  # its first batch had the description's findings
+        else:
+            result = self._description_findings(result)
+        return self._judged(self._pending_retrieval(result))
+
+    def judge_findings(self, batch: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
+        """A batch of findings of an item still being scanned (masked, in ``batch.findings``),
+        judged as :meth:`judge` judges a result's; with the item's verdict."""
+        if batch.item not in self._streaming:
+            self._streaming.add(batch.item)
+            batch = self._description_findings(batch)
+        return self._judged(batch, streaming=True)
+
+    def _judged(self, result: ItemResult, streaming: bool = False) -> tuple[ItemResult, RetentionVerdict | None]:
         volume = result.item.volume_id
         if volume and any(f.volume_id != volume for f in result.findings):  # results carried from the state
             result = replace(result, findings=tuple(replace(f, volume_id=volume) for f in result.findings))
@@ -136,7 +151,7 @@ class Sweep:
             if result.findings:
                 result = replace(result, findings=tuple(replace(f, retention=EXPIRED) for f in result.findings))
         if self.state is not None:
-            result = self.state.annotate(self.previous_id, result)
+            result = self.state.annotate(self.previous_id, result, streaming=streaming)
         return result, verdict
 
     def _description_findings(self, result: ItemResult) -> ItemResult:
@@ -164,6 +179,11 @@ class Sweep:
         return replace(result, reason=Reason.JOB_PENDING,
                        detail=f"{job.tier or 'Standard'} retrieval job started {started} is still running; "
                               "run the scan again when it completes (only the description was scanned)")
+
+    def record_findings(self, batch: ItemResult) -> None:
+        """Store a batch judged by :meth:`judge_findings`; its item is recorded later."""
+        if self.state is not None and self.id is not None:
+            self.state.record_findings(self.id, batch)
 
     def record(self, result: ItemResult, verdict: RetentionVerdict | None) -> None:
         state = self.state

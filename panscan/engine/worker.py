@@ -160,6 +160,14 @@ def prepare_process() -> PatternSet:
     return load_patterns()
 
 
+#: Findings a task keeps before it hands them to ``emit`` (when it has one): a PAN-dense
+#: item is then scanned in memory that does not grow with its findings.
+STREAM_BATCH = 1000
+
+#: Where a task hands batches of its findings before its result (see :func:`scan_task`).
+Emit = Callable[[tuple[Finding, ...]], None]
+
+
 @dataclass
 class _Progress:
     """What a task found and read so far; survives an error so that findings made before
@@ -167,10 +175,21 @@ class _Progress:
 
     findings: list[Finding] = field(default_factory=list)
     bytes_read: int = 0
+    emit: Emit | None = None
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        if self.emit is not None and len(self.findings) >= STREAM_BATCH:
+            batch = tuple(self.findings)
+            self.findings.clear()
+            self.emit(batch)
 
 
-def scan_task(task: Task, ctx: WorkerContext) -> TaskResult:
+def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskResult:
     """Scan ``task`` and return its masked result; never raises for bad input.
+
+    With ``emit``, findings are handed to it in batches of :data:`STREAM_BATCH` as they are
+    made, in the order they would have in the result, which then holds only the rest.
 
     Source and extraction failures become the result's status and reason (``partial``
     when some bytes were read, keeping the findings made so far); any other exception is
@@ -179,7 +198,7 @@ def scan_task(task: Task, ctx: WorkerContext) -> TaskResult:
     """
     _test_crash_hook(task)
     item = task.item
-    progress = _Progress()
+    progress = _Progress(emit=emit)
     try:
         opener = _OPENERS.get(item.source)
         if opener is None:
@@ -320,7 +339,7 @@ def _add(progress: _Progress, hits: list[RawHit], item: Item, member: str | None
     for hit in hits:
         suffix = where(hit.offset) if where is not None else None
         at = member if suffix is None else f"{member or ''}{suffix}"
-        progress.findings.append(to_finding(hit, item, at, key))
+        progress.add(to_finding(hit, item, at, key))
 
 
 def _failed(item: Item, reason: Reason, detail: str | None, progress: _Progress) -> ItemResult:

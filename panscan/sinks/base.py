@@ -9,7 +9,7 @@ it (``-o FILE`` is opened mode 0600 by the runner).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -136,6 +136,11 @@ class Sink(Protocol):
 
     def write_item(self, result: ItemResult) -> None:
         """Record one item and its findings (called once per item, in completion order)."""
+
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        """Record a batch of the findings of an item still being scanned (a PAN-dense one),
+        before its ``write_item``, whose result then holds only the rest
+        (``earlier_findings`` counts these). Batches of different items may interleave."""
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         """Record the facts of one S3 bucket (``{"type": "bucket", ...}``, already masked)."""

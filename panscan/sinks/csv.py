@@ -11,6 +11,7 @@ spreadsheet would run as a formula (leading ``=``, ``+``, ``-``, ``@``) get a le
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from panscan.model import Finding, ItemResult, RetentionVerdict
@@ -62,14 +63,17 @@ class CsvSink:
         self._volumes.append(record)
 
     def write_item(self, result: ItemResult) -> None:
-        for f in result.findings:
+        self.write_findings(result.findings)
+        self._past.note_item(result)
+        if is_incomplete(result):
+            self._incomplete.append(result)
+
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        for f in findings:
             record = f.to_record()
             self._writer.writerow([_cell(record[c]) for c in COLUMNS])
             if f.volume_id:
                 self._findings.append(f)
-        self._past.note_item(result)
-        if is_incomplete(result):
-            self._incomplete.append(result)
 
     def write_retention(self, verdict: RetentionVerdict) -> None:
         self._past.add(verdict)

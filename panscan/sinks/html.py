@@ -226,6 +226,8 @@ class HtmlSink:
         self._confidences: Counter[str] = Counter()
         self._volume_findings: Counter[str] = Counter()
         self._items_with_findings = 0
+        # location groups of the items whose findings came in batches, until their write_item
+        self._streamed_groups: dict[tuple[str, str | None], set[str]] = {}
         # scope
         self._roots: dict[str, None] = {}
         self._more_roots = False
@@ -279,14 +281,18 @@ class HtmlSink:
             self._age_unknown[rule] += 1
         else:
             self._ages.setdefault(rule, Counter())[day] += 1
-        self._pending = _Pending(item.location, item.version_id, rule, day, bool(result.findings))
-        if result.findings:
+        self._pending = _Pending(item.location, item.version_id, rule, day, result.findings_total > 0)
+        if result.findings_total:
             self._items_with_findings += 1
-            groups_of_item: set[str] = set()
+            groups_of_item = self._streamed_groups.pop((item.location, item.version_id), set())
             for f in result.findings:
                 groups_of_item.add(self._note_finding(f))
             for name in groups_of_item:
                 self._groups[name].items += 1
+
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        for f in findings:
+            self._streamed_groups.setdefault((f.location, f.version_id), set()).add(self._note_finding(f))
 
     def _note_scope(self, location: str) -> None:
         root = _scope_root(location)

@@ -1,7 +1,8 @@
 """JSON Lines report: one object per line, schema in DESIGN.md.
 
 For each item, its ``finding`` records come first, then its ``item`` record, then its
-``retention`` record when it is older than its rule; ``resolved`` records (findings of the
+``retention`` record when it is older than its rule (the findings of a PAN-dense item come
+in batches while it is scanned, so they may sit between other items' records); ``resolved`` records (findings of the
 previous sweep that this one no longer found) follow the last item; the ``summary`` record
 is the last line. Output is ASCII (``ensure_ascii``), so names that are not valid UTF-8
 survive as ``\\udcXX`` escapes instead of breaking the stream.
@@ -10,6 +11,7 @@ survive as ``\\udcXX`` escapes instead of breaking the stream.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from panscan.model import Finding, ItemResult, RetentionVerdict
@@ -27,9 +29,12 @@ class JsonlSink:
         self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def write_item(self, result: ItemResult) -> None:
-        for finding in result.findings:
-            self._write(finding.to_record())
+        self.write_findings(result.findings)
         self._write(result.to_record())
+
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        for finding in findings:
+            self._write(finding.to_record())
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._write(record)

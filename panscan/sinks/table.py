@@ -155,7 +155,7 @@ class PastRetention:
         self._oldest: list[RetentionVerdict] = []
 
     def note_item(self, result: ItemResult) -> None:
-        if result.findings:
+        if result.findings_total:
             self._items_with_findings.add((result.item.location, result.item.version_id))
 
     def add(self, verdict: RetentionVerdict) -> None:
@@ -399,6 +399,9 @@ class TableSink:
 
     def write_volume(self, record: dict[str, Any]) -> None:
         self._volumes.append(record)
+
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        self._findings.extend(findings)  # a table is sorted at its end: it keeps them all
 
     def write_item(self, result: ItemResult) -> None:
         self._findings.extend(result.findings)

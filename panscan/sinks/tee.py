@@ -18,6 +18,10 @@ class TeeSink:
         for sink in self._sinks:
             sink.write_item(result)
 
+    def write_findings(self, findings: Sequence[Finding]) -> None:
+        for sink in self._sinks:
+            sink.write_findings(findings)
+
     def write_bucket(self, record: dict[str, Any]) -> None:
         for sink in self._sinks:
             sink.write_bucket(record)
