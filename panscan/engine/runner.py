@@ -231,11 +231,12 @@ def _report_bucket(item: Item, seen: set[str], sink: Sink, sweep: Sweep | None =
 
 
 def masked_record(value: Any) -> Any:
-    """``value`` (a JSON-like record) with every string masked."""
+    """``value`` (a JSON-like record) with every string masked, keys included (a summary
+    keyed by place names a bucket or a directory, which may hold a number)."""
     if isinstance(value, str):
         return mask_text(value)
     if isinstance(value, dict):
-        return {k: masked_record(v) for k, v in value.items()}
+        return {mask_text(k) if isinstance(k, str) else k: masked_record(v) for k, v in value.items()}
     if isinstance(value, list):
         return [masked_record(v) for v in value]
     return value

@@ -84,7 +84,7 @@ def run_jobs(path: Path, fmt: str, *, collect: bool = False, stdout: TextIO | No
                                      "tier": r.tier, "storage_class": r.storage_class, "size": r.size,
                                      "requested_at": _iso(r.requested_at), "sweep_id": r.sweep_id}) + "\n")
         for j in jobs:
-            stdout.write(json.dumps({"type": "glacier_job", "job_id": j.job_id, "vault": j.vault,
+            stdout.write(json.dumps({"type": "glacier_job", "job_id": j.job_id, "vault": mask_text(j.vault),
                                      "region": j.region, "action": j.action, "archive_id": j.archive_id,
                                      "tier": j.tier, "initiated_at": _iso(j.initiated_at), "status": j.status,
                                      "detail": j.detail}) + "\n")
@@ -106,8 +106,8 @@ def _jobs_table(restores: list, jobs: list) -> str:  # type: ignore[type-arg]
         text += (f"Pending S3 restores ({len(restores)}): run the same scan again once they are ready\n"
                  + format_table(("LOCATION", "VERSION", "TIER", "CLASS", "REQUESTED", "SWEEP"), rows) + "\n")
     if jobs:
-        rows = [[display(j.vault), j.action, display(j.archive_id or "-"), j.tier or "-", _iso(j.initiated_at),
-                 j.status, display(j.job_id[:16])] for j in jobs]
+        rows = [[display(mask_text(j.vault)), j.action, display(j.archive_id or "-"), j.tier or "-",
+                 _iso(j.initiated_at), j.status, display(j.job_id[:16])] for j in jobs]
         text += (f"Pending Glacier jobs ({len(jobs)})\n"
                  + format_table(("VAULT", "ACTION", "ARCHIVE", "TIER", "INITIATED", "STATUS", "JOB"), rows) + "\n")
     return text or "No pending restores or Glacier jobs.\n"

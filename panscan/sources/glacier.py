@@ -58,13 +58,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
-import io
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar, cast
 
@@ -82,6 +81,7 @@ from panscan.findings.mask import mask_text
 from panscan.model import Item, ItemResult, Reason, Status
 from panscan.sources import aws
 from panscan.sources.files import SourceError
+from panscan.sources.remote import RemoteFile
 from panscan.sources.s3 import RESTORE_PRICES
 from panscan.state import GlacierJob, State, StoredInventory
 
@@ -304,16 +304,24 @@ def _poll(run: _Run, pending: list[_V], check: Callable[[_V], bool]) -> None:
 # --- inventories -----------------------------------------------------------------------
 
 
+def _stored(vault: str) -> str:
+    """A vault's name as the state keeps it: masked, like every name there (a vault may be
+    named with a number). Jobs read back from the state are given the real name again by
+    the scan that lists the vault; ``panscan jobs --collect`` has only the masked one."""
+    return mask_text(vault)
+
+
 def _start_inventory(run: _Run, vault: _Vault) -> None:
     """Find the vault's inventory, or the job that will deliver it (started if none is)."""
     run.glacier.describe_vault(vaultName=vault.name)  # refused or missing: the vault's error record
     state = run.state
     if state is not None:
-        vault.stored = state.inventory(vault.name, run.region)
+        vault.stored = state.inventory(_stored(vault.name), run.region)
         if vault.stored is not None and run.now - vault.stored.collected_at < INVENTORY_MAX_AGE_DAYS * _DAY:
             vault.inventory = vault.stored
             return
-        vault.job = state.pending_inventory_job(vault.name, run.region)
+        pending = state.pending_inventory_job(_stored(vault.name), run.region)
+        vault.job = None if pending is None else replace(pending, vault=vault.name)
         if vault.job is not None:
             _check_inventory(run, vault)
             return
@@ -327,7 +335,7 @@ def _initiate_inventory(glacier: Any, vault: str, region: str | None, state: Sta
     job = GlacierJob(response["jobId"], vault, region, "InventoryRetrieval", None, None, time.time(), "pending",
                      attempts=attempts)
     if state is not None:
-        state.add_job(job)
+        state.add_job(replace(job, vault=_stored(vault)))
     logger.info("Glacier vault %s: inventory-retrieval job started", vault)
     return job
 
@@ -397,7 +405,7 @@ def _collect_inventory(glacier: Any, job: GlacierJob, state: State | None,
     if state is not None:
         masked = [{**a, "description": None if a["description"] is None else mask_text(a["description"])}
                   for a in inventory.archives]
-        state.store_inventory(job.vault, job.region, inventory.inventory_date, collected_at, masked)
+        state.store_inventory(_stored(job.vault), job.region, inventory.inventory_date, collected_at, masked)
         state.update_job(job.job_id, status="collected")
     logger.info("Glacier vault %s: inventory collected (%d archives)", job.vault, len(inventory.archives))
     return inventory
@@ -440,7 +448,7 @@ def _pending_detail(job: GlacierJob, state: State | None) -> str:
 def _check_archive_jobs(run: _Run, vault: _Vault) -> None:
     """Sort the inventory's archives into readable now, retrieval running, and eligible."""
     assert vault.inventory is not None
-    jobs = run.state.archive_jobs(vault.name) if run.state is not None else {}
+    jobs = run.state.archive_jobs(_stored(vault.name)) if run.state is not None else {}
     for archive in vault.inventory.archives:
         archive_id = archive["archive_id"]
         job = jobs.get(archive_id)
@@ -560,12 +568,12 @@ def _initiate_archives(run: _Run, vault: _Vault, items: list[Item]) -> list[Item
             logger.warning("Glacier vault %s: archive retrieval stopped after %d of %d jobs (%s)", vault.name,
                            len(initiated), len(items), reason_for(exc)[1])
             break
-        previous = run.state.job_for_archive(vault.name, archive_id) if run.state is not None else None
+        previous = run.state.job_for_archive(_stored(vault.name), archive_id) if run.state is not None else None
         job = GlacierJob(response["jobId"], vault.name, run.region, "ArchiveRetrieval", archive_id, run.tier,
                          time.time(), "pending", attempts=1 if previous is None else previous.attempts + 1,
                          size=item.size, description=None)
         if run.state is not None:
-            run.state.add_job(job)
+            run.state.add_job(replace(job, vault=_stored(vault.name)))
         vault.eligible.discard(archive_id)
         vault.running[archive_id] = job
         initiated.append(item)
@@ -597,6 +605,10 @@ def collect_jobs(state: State, now: float) -> list[str]:
     for job in state.jobs():
         label = (f"vault {job.vault}: {'inventory' if job.action == 'InventoryRetrieval' else 'archive'}-retrieval "
                  f"job {job.job_id[:12]}... started {_iso(job.initiated_at)}")
+        if "*" in job.vault:  # masked (see _stored): vault names never hold "*"
+            lines.append(f"{label}: not collected here: the vault's name holds a card number and the state keeps "
+                         "it masked; scan the vault by name (glacier://VAULT) to collect it")
+            continue
         glacier = aws.client("glacier", region=job.region)
         try:
             lines.append(f"{label}: {_collect_one(glacier, state, job, now)}")
@@ -638,10 +650,15 @@ def reason_for(exc: Exception) -> tuple[Reason, str]:
     """The reason code for a failed Glacier call and a short explanation naming the error
     code only (Glacier's messages quote ARNs and ids).
 
-    AccessDenied ``PERMISSION_DENIED``; a missing vault (ResourceNotFoundException, moto's
-    VaultNotFound, 404) ``NOT_FOUND``; anything else (throttling or 5xx beyond the retries,
-    an unreachable endpoint, a refused parameter) ``READ_ERROR``.
+    AccessDenied, and credentials AWS refuses as expired or cannot find, ``PERMISSION_DENIED``
+    (the latter worded so that the scan stops at the first, see ``aws.credentials_problem``);
+    a missing vault (ResourceNotFoundException, moto's VaultNotFound, 404) ``NOT_FOUND``;
+    anything else (throttling or 5xx beyond the retries, an unreachable endpoint, a refused
+    parameter) ``READ_ERROR``.
     """
+    refused = aws.credentials_refused(exc)
+    if refused is not None:
+        return Reason.PERMISSION_DENIED, aws.credentials_detail(*refused)
     if not isinstance(exc, ClientError):
         return Reason.READ_ERROR, f"request failed ({type(exc).__name__})"
     code = str(exc.response.get("Error", {}).get("Code") or "")
@@ -759,7 +776,7 @@ def _open_reason(exc: Exception) -> tuple[Reason, str]:
     return reason_for(exc)
 
 
-class GlacierArchive(io.RawIOBase):
+class GlacierArchive(RemoteFile):
     """A retrieved archive as a read-only, forward-only file.
 
     GetJobOutput is streamed in the sizes asked for; archives larger than ``RANGED_ABOVE``
@@ -792,32 +809,10 @@ class GlacierArchive(io.RawIOBase):
         except _AWS_ERRORS as exc:
             raise SourceError(*_open_reason(exc)) from None
 
-    # io plumbing
-
-    def readable(self) -> bool:
-        return True
+    # io plumbing (the rest in RemoteFile)
 
     def seekable(self) -> bool:
         return False
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        self._drop_body()
-        super().close()
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-    def readall(self) -> bytes:
-        parts = []
-        while data := self.read(MIB):
-            parts.append(data)
-        return b"".join(parts)
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes (exactly ``size`` unless the archive ends first); ``b""`` at

@@ -53,6 +53,7 @@ from botocore.exceptions import (
 from panscan.model import ARCHIVED_STORAGE_CLASSES, Item, ItemResult, Reason, Status
 from panscan.sources import aws
 from panscan.sources.files import SourceError
+from panscan.sources.remote import RemoteFile
 
 SOURCE = "s3"
 SCHEME = "s3://"
@@ -364,7 +365,7 @@ def read_failure(f: BinaryIO) -> tuple[Reason, str] | None:
     return failure.reason, f"read failed: {failure.strerror}"
 
 
-class S3Object(io.RawIOBase):
+class S3Object(RemoteFile):
     """One object version as a read-only, seekable file, opened at offset ``start``.
 
     The first request is GetObject from ``start`` (``Range: bytes=start-`` when ``start`` is
@@ -413,16 +414,10 @@ class S3Object(io.RawIOBase):
         except (ClientError, BotoCoreError) as exc:
             raise SourceError(*reason_for(exc)) from None
 
-    # io plumbing
-
-    def readable(self) -> bool:
-        return True
+    # io plumbing (the rest in RemoteFile)
 
     def seekable(self) -> bool:
         return True
-
-    def tell(self) -> int:
-        return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
@@ -437,22 +432,6 @@ class S3Object(io.RawIOBase):
             raise ValueError("negative seek position")
         self._pos = pos
         return pos
-
-    def close(self) -> None:
-        self._drop_body()
-        super().close()
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-    def readall(self) -> bytes:
-        parts = []
-        while data := self.read(1 << 20):
-            parts.append(data)
-        return b"".join(parts)
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes from the current offset (exactly ``size`` unless the object

@@ -130,17 +130,19 @@ def client_error(code: str, status: int) -> ClientError:
     (NoCredentialsError(), "AWS credentials unavailable"),
     (CredentialRetrievalError(provider="sso", error_msg="token expired"), "AWS credentials unavailable"),
 ])
+@pytest.mark.parametrize("source", ["s3", "glacier"])
 def test_refused_credentials_are_permission_denied_naming_the_code_and_stop_the_scan(
-        exc: Exception, words: str) -> None:
+        exc: Exception, words: str, source: str) -> None:
+    import importlib
+
     from panscan.model import Item, ItemResult, Status
     from panscan.sources.aws import credentials_problem
-    from panscan.sources.s3 import reason_for
 
-    reason, detail = reason_for(exc)
+    reason, detail = importlib.import_module(f"panscan.sources.{source}").reason_for(exc)
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
     assert (str(reason), detail) == ("PERMISSION_DENIED", f"{code}: {words}; renew them and run again")
     assert "s3://" not in detail  # never the message: it may quote a key
-    item = Item("s3://b/k", "s3")
+    item = Item(f"{source}://b/k", source)
     for status, wrapped in ((Status.ERROR, detail), (Status.PARTIAL, f"read failed: {detail}")):
         message = credentials_problem(ItemResult(item, status, reason, wrapped))
         assert message == f"{words} ({code}): the scan stopped early; renew them and run again"

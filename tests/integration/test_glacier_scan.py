@@ -5,16 +5,15 @@ assessor would: the inventory job, the inventory, retention and the description,
 from __future__ import annotations
 
 # ruff: noqa: F811  (the s3 fixture is imported by name; test parameters shadow it on purpose)
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import boto3
+from archives import tar_gz
 from s3_server import MotoS3, moto_server, of_type, s3  # noqa: F401
 
 from panscan.match.luhn import check_digit
@@ -27,16 +26,6 @@ def pan(n: int) -> str:
 
 def masked(number: str) -> str:
     return number[:6] + "******" + number[-4:]
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def backdate(vault: str, archive_id: str, when: str) -> None:
