@@ -143,6 +143,7 @@ class _Pending:
     ready: int = 0  # parts 0..ready-1 are done: the batches of part ``ready`` and before can go
     held: dict[int, _Spool] = field(default_factory=dict)  # batches of later parts, waiting
     kept: dict[int, list[Finding]] = field(default_factory=dict)  # batches when nobody streams
+    read: dict[int, int] = field(default_factory=dict)  # bytes a part had read at its last batch
 
 
 class LocalEngine:
@@ -360,7 +361,7 @@ class LocalEngine:
                     if not w.sent or w.sent[0] != task_id:
                         raise EngineError("a worker answered out of order")
                     if message[1] == _FINDINGS:
-                        self._stream(task_id, message[2])
+                        self._stream(task_id, message[2], message[3])
                         continue
                     packed = message[1]
                     w.sent.popleft()
@@ -399,10 +400,11 @@ class LocalEngine:
                 raise EngineError("worker processes keep dying")
         self._workers[index] = self._spawn()
 
-    def _stream(self, task_id: int, batch: tuple[Finding, ...]) -> None:
-        """A batch of findings of a task still running."""
+    def _stream(self, task_id: int, batch: tuple[Finding, ...], bytes_read: int) -> None:
+        """A batch of findings of a task still running (which had read ``bytes_read``)."""
         item_id, part, _ = self._tasks[task_id]
         pending = self._pending[item_id]
+        pending.read[part] = bytes_read
         if self._on_findings is None:
             pending.kept.setdefault(part, []).extend(batch)
         elif part <= pending.ready:
@@ -424,6 +426,10 @@ class LocalEngine:
         kept = pending.kept.pop(part, None)
         if kept:
             result = replace(result, result=replace(result.result, findings=(*kept, *result.result.findings)))
+        read = pending.read.pop(part, 0)
+        if read and not result.result.bytes_scanned:
+            # Crashed or interrupted after its batches: it did read (and find) something.
+            result = replace(result, result=replace(result.result, status=Status.PARTIAL, bytes_scanned=read))
         pending.done[part] = result
         while pending.ready in pending.done:
             pending.ready += 1
@@ -486,9 +492,9 @@ def _serve(conn: Connection, ctx: WorkerContext) -> None:
         for task_id, packed in message:
             task = _unpack_task(packed)
 
-            def emit(batch: tuple[Finding, ...], task_id: int = task_id) -> None:
+            def emit(batch: tuple[Finding, ...], bytes_read: int, task_id: int = task_id) -> None:
                 try:
-                    conn.send((task_id, _FINDINGS, batch))
+                    conn.send((task_id, _FINDINGS, batch, bytes_read))
                 except OSError:
                     raise _CoordinatorGone() from None
 

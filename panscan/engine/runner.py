@@ -457,8 +457,9 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                         # had taken but not finished.
                         engine.interrupt()
                         for item in list(handed.elements()):
-                            handle(ItemResult(item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted",
-                                              earlier_findings=streamed.pop(item, 0)))
+                            found = streamed.pop(item, 0)
+                            handle(ItemResult(item, Status.PARTIAL if found else Status.SKIPPED, Reason.INTERRUPTED,
+                                              "the scan was interrupted", earlier_findings=found))
             except KeyboardInterrupt:  # a second Ctrl-C while the workers start or stop: still the summary
                 engine.interrupt()
             interrupted = engine.interrupted

@@ -164,8 +164,9 @@ def prepare_process() -> PatternSet:
 #: item is then scanned in memory that does not grow with its findings.
 STREAM_BATCH = 1000
 
-#: Where a task hands batches of its findings before its result (see :func:`scan_task`).
-Emit = Callable[[tuple[Finding, ...]], None]
+#: Where a task hands batches of its findings before its result, with the bytes it had read
+#: by then (see :func:`scan_task`).
+Emit = Callable[[tuple[Finding, ...], int], None]
 
 
 @dataclass
@@ -182,14 +183,16 @@ class _Progress:
         if self.emit is not None and len(self.findings) >= STREAM_BATCH:
             batch = tuple(self.findings)
             self.findings.clear()
-            self.emit(batch)
+            self.emit(batch, self.bytes_read)
 
 
 def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskResult:
     """Scan ``task`` and return its masked result; never raises for bad input.
 
     With ``emit``, findings are handed to it in batches of :data:`STREAM_BATCH` as they are
-    made, in the order they would have in the result, which then holds only the rest.
+    made, in the order they would have in the result, which then holds only the rest; each
+    with the bytes read so far (at least), so a task that never finishes is still known to
+    have read some.
 
     Source and extraction failures become the result's status and reason (``partial``
     when some bytes were read, keeping the findings made so far); any other exception is
@@ -250,8 +253,8 @@ def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryI
                 scanner = StreamScanner(patterns)
                 try:
                     for chunk in out.chunks:
+                        progress.bytes_read = meter.bytes_in  # before: batches of this chunk say so
                         _add(progress, scanner.feed(chunk), item, out.member, ctx.key, out.where)
-                        progress.bytes_read = meter.bytes_in
                 finally:
                     # Whatever was fed before a failure is still judged: findings in the
                     # part that was read are real.
@@ -316,8 +319,8 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
                 if not chunk:
                     break  # the file shrank: reported as changed below
                 pos += len(chunk)
-                _add(progress, scanner.feed(chunk), item, None, ctx.key)
                 progress.bytes_read = max(0, min(pos, end) - start)
+                _add(progress, scanner.feed(chunk), item, None, ctx.key)
         except OSError as exc:
             _add(progress, scanner.finish(), item, None, ctx.key)
             why = f"read failed: {exc.strerror or 'I/O error'}"

@@ -100,6 +100,23 @@ def test_batches_of_a_range_that_waits_for_the_ranges_before_it_are_held_on_disk
         assert list(spool.drain()) == []
 
 
+def test_a_dense_item_interrupted_after_its_first_batches_is_partial_with_what_it_read(tmp_path: Path) -> None:
+    path = tmp_path / "dense.txt"
+    dense_file(path, 200_000, random.Random(12))  # 3.4 MB: four 1 MiB chunks
+    handed: list[Finding] = []
+    with LocalEngine(WorkerContext(KEY), 1) as engine:
+
+        def stop_after_one(item: Item, batch: tuple[Finding, ...]) -> None:
+            handed.extend(batch)
+            engine.interrupt()
+
+        [result] = list(engine.run(enumerate_files([str(path)], WalkOptions()), stop_after_one))
+    assert (result.status, str(result.reason)) == (Status.PARTIAL, "INTERRUPTED")
+    assert result.earlier_findings == len(handed) >= STREAM_BATCH
+    assert 0 < result.bytes_scanned < path.stat().st_size
+    assert result.to_record()["findings"] == len(handed)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "panscan", *args], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ))
