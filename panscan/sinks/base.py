@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TextIO, TypeVar
 
 from panscan.model import Finding, ItemResult, RetentionVerdict
 
@@ -158,6 +158,39 @@ class Sink(Protocol):
 
     def finish(self, summary: Summary) -> None:
         """Write what comes at the end and flush; the stream stays open."""
+
+
+T = TypeVar("T")
+
+
+class Smallest(Generic[T]):
+    """The :attr:`limit` values with the smallest ``key`` among all added, and how many were
+    added. Memory stays under twice ``limit`` (sorted and cut each time it gets there)."""
+
+    def __init__(self, limit: int, key: Callable[[T], Any]) -> None:
+        self.limit = limit
+        self.count = 0
+        self._key = key
+        self._kept: list[T] = []
+
+    def add(self, value: T) -> None:
+        self.count += 1
+        self._kept.append(value)
+        if len(self._kept) >= 2 * self.limit:
+            self._trim()
+
+    def kept(self) -> list[T]:
+        """The kept values, smallest key first."""
+        self._trim()
+        return list(self._kept)
+
+    @property
+    def left_out(self) -> int:
+        return max(0, self.count - self.limit)
+
+    def _trim(self) -> None:
+        self._kept.sort(key=self._key)
+        del self._kept[self.limit:]
 
 
 def format_size(n: int) -> str:

@@ -11,6 +11,7 @@ spreadsheet would run as a formula (leading ``=``, ``+``, ``-``, ``@``) get a le
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -52,7 +53,7 @@ class CsvSink:
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
         self._volumes: list[dict[str, Any]] = []
-        self._findings: list[Finding] = []  # with a volume only: for the volumes section
+        self._volume_findings: Counter[str] = Counter()  # findings by volume, for the volumes section
         self._past = PastRetention()
         self._resolved: list[Finding] = []
 
@@ -73,7 +74,7 @@ class CsvSink:
             record = f.to_record()
             self._writer.writerow([_cell(record[c]) for c in COLUMNS])
             if f.volume_id:
-                self._findings.append(f)
+                self._volume_findings[f.volume_id] += 1
 
     def write_retention(self, verdict: RetentionVerdict) -> None:
         self._past.add(verdict)
@@ -85,7 +86,7 @@ class CsvSink:
         self._stream.flush()
         if self._notes is not None:
             text = (format_retention(self._past) + format_resolved(self._resolved, previous_sweep(summary))
-                    + format_volumes(self._volumes, self._findings)
+                    + format_volumes(self._volumes, self._volume_findings)
                     + format_incomplete(self._incomplete) + format_buckets(self._buckets)
                     + format_summary(summary))
             self._notes.write(text)

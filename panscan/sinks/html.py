@@ -31,15 +31,15 @@ import re
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TextIO, TypeVar
+from typing import Any, NamedTuple, TextIO
 
 from panscan.config import Policy
 from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
 from panscan.retention import DAY, DEFAULT_RULE, has_rules, rule_for
-from panscan.sinks.base import Summary, display, format_size
+from panscan.sinks.base import Smallest, Summary, display, format_size
 from panscan.sinks.table import exit_meaning, is_incomplete
 
 #: Rows per table (findings, items past retention, buckets, ...); the JSON Lines report has all.
@@ -63,8 +63,6 @@ SECTIONS = (("summary", "Summary"), ("card-data", "Card data found"), ("retentio
 _STATUS_ORDER = {str(s): i for i, s in enumerate((Status.ERROR, Status.PARTIAL, Status.SKIPPED, Status.COMPLETE))}
 _CONFIDENCE_ORDER = {"high": 0, "medium": 1, "low": 2}
 _MORE = "... and {n} more (see the JSON Lines report)"
-
-T = TypeVar("T")
 
 
 # --- escaping ---------------------------------------------------------------------------
@@ -106,39 +104,6 @@ def _num(n: int) -> str:
 
 def _plural(n: int, word: str, words: str | None = None) -> str:
     return f"{_num(n)} {word if n == 1 else (words or word + 's')}"
-
-
-# --- bounded keeping ----------------------------------------------------------------------
-
-
-class Smallest(Generic[T]):
-    """The :attr:`limit` values with the smallest ``key`` among all added, and how many were
-    added. Memory stays under twice ``limit`` (sorted and cut each time it gets there)."""
-
-    def __init__(self, limit: int, key: Callable[[T], Any]) -> None:
-        self.limit = limit
-        self.count = 0
-        self._key = key
-        self._kept: list[T] = []
-
-    def add(self, value: T) -> None:
-        self.count += 1
-        self._kept.append(value)
-        if len(self._kept) >= 2 * self.limit:
-            self._trim()
-
-    def kept(self) -> list[T]:
-        """The kept values, smallest key first."""
-        self._trim()
-        return list(self._kept)
-
-    @property
-    def left_out(self) -> int:
-        return max(0, self.count - self.limit)
-
-    def _trim(self) -> None:
-        self._kept.sort(key=self._key)
-        del self._kept[self.limit:]
 
 
 # --- grouping -------------------------------------------------------------------------------

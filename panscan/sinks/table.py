@@ -3,15 +3,17 @@ something to say:
 
 1. ``CARD DATA PAST RETENTION`` — findings in items older than their retention rule: card data
    kept longer than policy allows (PCI DSS 3.2.1), the most severe result, so it comes first;
-2. ``Findings`` — every finding (with RETENTION and CHANGE columns when those are known);
+2. ``Findings`` — the findings (with RETENTION and CHANGE columns when those are known), at
+   most :data:`FINDING_ROWS`, the first by location (the JSON Lines and CSV reports list all);
 3. ``Past retention`` — items older than their rule, oldest first, at most
    :data:`RETENTION_ROWS` rows (the JSON Lines report lists them all);
 4. ``Resolved since sweep N`` — findings of the previous sweep that this one no longer found;
 5. ``Items not completely scanned``, ``Buckets``, ``Summary``.
 
 Everything is written at the end (column widths need every row), so this sink keeps the
-masked findings in memory; use ``jsonl`` for very large result sets. Items past retention
-are counted, but only the oldest ones (and those with card data) are kept.
+rows it will show: at most :data:`FINDING_ROWS` findings (and as many past retention), the
+rest counted, so a PAN-dense file does not fill memory. Items past retention are counted,
+but only the oldest ones (and those with card data) are kept.
 
 Colour (ANSI) marks only what needs attention: card data past retention and unencrypted
 volumes in bold red, incomplete coverage in yellow, complete coverage in green. It is on
@@ -21,11 +23,12 @@ for a terminal (see :func:`use_color`); without it the output is plain text, unc
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
-from panscan.sinks.base import EXIT_MEANINGS, Summary, display, format_size
+from panscan.sinks.base import EXIT_MEANINGS, Smallest, Summary, display, format_size
 
 FINDING_COLUMNS = ("LOCATION", "MEMBER", "OFFSET", "LINE", "KIND", "BRAND", "MASKED", "CONFIDENCE", "TEST")
 EXPIRED_COLUMNS = ("LOCATION", "VERSION", "MEMBER", "MASKED", "BRAND", "RULE", "AGE (days)", "MAX AGE")
@@ -35,6 +38,9 @@ ITEM_COLUMNS = ("STATUS", "REASON", "LOCATION", "DETAIL")
 
 #: Rows of the "Past retention" section; an account can hold millions of expired versions.
 RETENTION_ROWS = 50
+#: Rows of the "Findings" and "CARD DATA PAST RETENTION" sections: a dump of card numbers
+#: can hold millions, and a table of them is read by nobody (the JSON Lines report has all).
+FINDING_ROWS = 10_000
 
 _Key = tuple[str, str | None]  # (location, version id) of an item
 
@@ -94,7 +100,17 @@ def _plural(n: int, word: str) -> str:
 # Findings
 
 
-def format_findings(findings: list[Finding], *, color: bool = False) -> str:
+def _shown(count: int, total: int | None) -> str:
+    """The count in a section's title, and a line saying when not every row is shown."""
+    if total is None or total <= count:
+        return f"({count})\n"
+    return (f"({total})\nThe first {count} by location are shown; every one of the {total} is in the "
+            "JSON Lines and CSV reports.\n")
+
+
+def format_findings(findings: list[Finding], *, total: int | None = None, color: bool = False) -> str:
+    """The findings table; ``total`` is how many there were when ``findings`` are only the
+    first of them."""
     if not findings:
         return "No card data found.\n\n"
     rows = [[display(f.location), display(f.member or "-"), str(f.offset), str(f.line or "?"),
@@ -116,7 +132,7 @@ def format_findings(findings: list[Finding], *, color: bool = False) -> str:
         for f, row in zip(findings, rows, strict=True):
             row.append(display(f.change or ""))
     emphasis = {("RETENTION", "EXPIRED"): BOLD_RED} if color else None
-    return f"Findings ({len(findings)})\n" + format_table(header, rows, emphasis) + "\n"
+    return f"Findings {_shown(len(findings), total)}" + format_table(header, rows, emphasis) + "\n"
 
 
 def _version(f: Finding) -> str:
@@ -182,8 +198,10 @@ def _oldest_first(v: RetentionVerdict) -> tuple[int, float, str, str]:
     return (-v.age_days, v.last_modified, v.location, v.version_id or "")
 
 
-def format_expired_findings(findings: list[Finding], past: PastRetention, *, color: bool = False) -> str:
-    """Findings in items older than their retention rule, oldest item first."""
+def format_expired_findings(findings: list[Finding], past: PastRetention, *, total: int | None = None,
+                            color: bool = False) -> str:
+    """Findings in items older than their retention rule, oldest item first (``total``: how
+    many there were when ``findings`` holds only the first of them by location)."""
     expired = [f for f in findings if f.retention == EXPIRED]
     if not expired:
         return ""
@@ -203,8 +221,10 @@ def format_expired_findings(findings: list[Finding], past: PastRetention, *, col
                      display(v.rule) if v else "-", str(v.age_days) if v else "-",
                      str(v.max_age_days) if v else "-"])
     header, rows = _drop_version_column(EXPIRED_COLUMNS, rows, (f.version_id for f in expired))
-    return (paint(f"CARD DATA PAST RETENTION ({len(expired)})", BOLD_RED, color) + "\n"
+    title, *more = _shown(len(expired), total).splitlines(keepends=True)
+    return (paint(f"CARD DATA PAST RETENTION {title.rstrip()}", BOLD_RED, color) + "\n"
             "Card numbers in items kept longer than their retention rule allows (PCI DSS 3.2.1).\n"
+            + "".join(more)
             + format_table(header, rows) + "\n")
 
 
@@ -362,15 +382,12 @@ def format_summary(s: Summary, *, color: bool = False) -> str:
 VOLUME_COLUMNS = ("VOLUME", "ENCRYPTED", "KMS KEY", "DEVICE", "MOUNTED AT", "FINDINGS")
 
 
-def format_volumes(records: list[dict[str, Any]], findings: list[Finding], *, color: bool = False) -> str:
+def format_volumes(records: list[dict[str, Any]], counts: Mapping[str, int], *, color: bool = False) -> str:
     """The EBS volumes scanned, unencrypted ones holding card data first: card data at rest
-    without encryption is what an assessor must see before anything else about a volume."""
+    without encryption is what an assessor must see before anything else about a volume.
+    ``counts``: findings by volume id."""
     if not records:
         return ""
-    counts: dict[str, int] = {}
-    for f in findings:
-        if f.volume_id:
-            counts[f.volume_id] = counts.get(f.volume_id, 0) + 1
     ordered = sorted(records, key=lambda r: (not counts.get(r.get("volume_id", "")), bool(r.get("encrypted")),
                                              str(r.get("volume_id"))))
     rows = [[display(str(r.get("volume_id"))), "yes" if r.get("encrypted") else "NO",
@@ -387,7 +404,9 @@ class TableSink:
     def __init__(self, stream: TextIO, color: bool | None = None) -> None:
         self._stream = stream
         self._color = use_color(stream) if color is None else color
-        self._findings: list[Finding] = []
+        self._findings = Smallest[Finding](FINDING_ROWS, _finding_order)
+        self._expired = Smallest[Finding](FINDING_ROWS, _finding_order)
+        self._volume_findings: Counter[str] = Counter()
         self._incomplete: list[ItemResult] = []
         self._buckets: list[dict[str, Any]] = []
         self._volumes: list[dict[str, Any]] = []
@@ -401,10 +420,15 @@ class TableSink:
         self._volumes.append(record)
 
     def write_findings(self, findings: Sequence[Finding]) -> None:
-        self._findings.extend(findings)  # a table is sorted at its end: it keeps them all
+        for f in findings:
+            self._findings.add(f)
+            if f.retention == EXPIRED:
+                self._expired.add(f)
+            if f.volume_id:
+                self._volume_findings[f.volume_id] += 1
 
     def write_item(self, result: ItemResult) -> None:
-        self._findings.extend(result.findings)
+        self.write_findings(result.findings)
         self._past.note_item(result)
         if is_incomplete(result):
             self._incomplete.append(result)
@@ -416,13 +440,12 @@ class TableSink:
         self._resolved.append(finding)
 
     def finish(self, summary: Summary) -> None:
-        self._findings.sort(key=_finding_order)
         self._incomplete.sort(key=lambda r: r.item.location)
         color = self._color
         self._stream.write(
-            format_expired_findings(self._findings, self._past, color=color)
-            + format_findings(self._findings, color=color)
-            + format_volumes(self._volumes, self._findings, color=color)
+            format_expired_findings(self._expired.kept(), self._past, total=self._expired.count, color=color)
+            + format_findings(self._findings.kept(), total=self._findings.count, color=color)
+            + format_volumes(self._volumes, self._volume_findings, color=color)
             + format_retention(self._past)
             + format_resolved(self._resolved, previous_sweep(summary))
             + format_incomplete(self._incomplete, color=color)

@@ -746,7 +746,8 @@ def test_pan_dense_file_has_every_finding_reported_at_its_offset_and_line(tmp_pa
     assert run.seconds < 60
 
 
-def test_pan_dense_file_is_scanned_in_memory_that_does_not_grow_with_its_findings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])  # table: the default, which a person reads
+def test_pan_dense_file_is_scanned_in_memory_that_does_not_grow_with_its_findings(tmp_path: Path, fmt: str) -> None:
     # Both files span several 1 MiB read chunks: a chunk's hits are held at once, so memory is
     # bounded by the chunk, and must not grow with the file's findings beyond that.
     rng = random.Random()
@@ -754,17 +755,19 @@ def test_pan_dense_file_is_scanned_in_memory_that_does_not_grow_with_its_finding
     for lines in (70_000, 350_000):
         path = tmp_path / f"dump-{lines}.txt"
         _dense_file(path, lines, rng)
-        report = tmp_path / "report.jsonl"
-        run = run_measured("scan", str(path), "--format", "jsonl", "--no-state", "--workers", "1",
-                           "-o", str(report))
+        report = tmp_path / f"report.{fmt}"
+        run = run_measured("scan", str(path), "--format", fmt, "--no-state", "--workers", "1", "-o", str(report))
         assert run.code == 1, run.stderr[-2000:]
         peaks[lines] = run.peak_rss_mib
+        if fmt == "table":
+            assert f"Findings ({lines})\n" in report.read_text()
+            continue
         with open(report, encoding="utf-8") as f:
             records = [json.loads(line) for line in f]
         assert sum(r["type"] == "finding" for r in records) == lines
         assert [r["findings"] for r in records if r["type"] == "item"] == [lines]
         assert records[-1]["findings"]["total"] == lines
-    print(f"\npeak RSS by findings in one file: {peaks}")
+    print(f"\npeak RSS by findings in one file ({fmt}): {peaks}")
     # 280,000 more findings may cost some buffers, not a record of each kept at once
     # (kept, they cost about 600 bytes each: 160 MiB).
     assert peaks[350_000] - peaks[70_000] < 40

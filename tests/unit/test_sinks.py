@@ -283,6 +283,40 @@ def test_table_lists_at_most_50_items_past_retention_oldest_first_and_counts_the
     assert text.startswith("CARD DATA PAST RETENTION (1)\n")
 
 
+def test_table_keeps_only_the_first_finding_rows_by_location_and_counts_every_finding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from panscan.sinks import table
+
+    monkeypatch.setattr(table, "FINDING_ROWS", 5)
+    out = io.StringIO()
+    sink = open_sink("table", out)
+    locations = [f"/dump/{i:02d}.txt" for i in range(12)]
+    random.Random(3).shuffle(locations)
+    for n, location in enumerate(locations):
+        expired = n % 3 != 0  # 8 of the 12 items are past retention
+        found = tuple(replace(marked(finding(location, k), retention=EXPIRED if expired else None),
+                              volume_id="vol-1") for k in (0, 20))
+        sink.write_findings(found[:1])  # one streamed before its item, one in its result
+        sink.write_item(ItemResult(Item(location, "file", size=40, volume_id="vol-1"), Status.COMPLETE, None, None,
+                                   40, found[1:], earlier_findings=1))
+        if expired:
+            sink.write_retention(verdict(location, 100 + n, size=40))
+    sink.write_volume({"type": "volume", "volume_id": "vol-1", "encrypted": False})
+    sink.finish(summary())
+    text = out.getvalue()
+    past = text[:text.index("Findings (24)")]
+    assert past.startswith("CARD DATA PAST RETENTION (16)\nCard numbers in items kept longer")
+    assert "The first 5 by location are shown; every one of the 16 is in the JSON Lines" in past
+    assert len([line for line in past.splitlines() if line.startswith("/dump/")]) == 5
+    section = text[text.index("Findings (24)"):text.index("EBS volumes")]
+    assert "The first 5 by location are shown; every one of the 24 is in the JSON Lines" in section
+    rows = [line.split()[:3] for line in section.splitlines() if line.startswith("/dump/")]
+    assert rows == [["/dump/00.txt", "-", "0"], ["/dump/00.txt", "-", "20"], ["/dump/01.txt", "-", "0"],
+                    ["/dump/01.txt", "-", "20"], ["/dump/02.txt", "-", "0"]]
+    volumes = text[text.index("EBS volumes"):text.index("Past retention")]
+    assert volumes.splitlines()[-2].split()[-1] == "24"  # every finding counted on its volume
+
+
 def test_csv_has_a_change_column_and_sends_retention_and_resolved_to_the_notes() -> None:
     out, notes = io.StringIO(), io.StringIO()
     sink = open_sink("csv", out, notes=notes)
