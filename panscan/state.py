@@ -50,7 +50,7 @@ import socket
 import sqlite3
 import time
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from itertools import chain
@@ -388,6 +388,9 @@ _INSERT_BUCKET = "INSERT INTO sweep_buckets (sweep_id, bucket, record) VALUES (?
 # Rows read back as findings start with these eleven columns, in this order (see _finding).
 _ITEM_FINDINGS = """SELECT is_latest, member, "offset", line, kind, brand, masked, fingerprint, confidence, test_card,
     retention, change FROM sweep_findings WHERE sweep_id = ? AND location = ? AND version_id = ? ORDER BY rowid"""
+_ITEM_FINDINGS_PAGE = """SELECT is_latest, member, "offset", line, kind, brand, masked, fingerprint, confidence,
+    test_card, retention, change, rowid FROM sweep_findings WHERE sweep_id = ? AND location = ? AND version_id = ?
+    AND rowid > ? ORDER BY rowid LIMIT ?"""
 _ITEM_FKEYS = "SELECT fkey FROM sweep_findings WHERE sweep_id = ? AND location = ? AND version_id = ?"
 # Which of some keys a sweep has (an fkey names its item): one index seek per key.
 _FKEYS_AMONG = "SELECT fkey FROM sweep_findings WHERE sweep_id = ? AND fkey IN ({})"
@@ -768,13 +771,14 @@ class State:
             return None  # that complete row is about to be replaced by a failed retry
         return sweep_id
 
-    def carried(self, from_sweep: int, item: Item) -> ItemResult:
+    def carried(self, from_sweep: int, item: Item, *, max_findings: int | None = None) -> ItemResult:
         """The complete result of ``item`` stored in ``from_sweep``, rebuilt for the fresh listing.
 
         The fresh ``item`` wins (its metadata, ``is_latest``, ``version_id``); findings keep
         their stored member, offset, masked number and fingerprint, with ``change`` and
         ``retention`` cleared for the caller to judge again; ``unchanged_since_sweep`` is
-        ``from_sweep``.
+        ``from_sweep``. With more than ``max_findings`` findings, none are loaded:
+        ``earlier_findings`` says how many there are, for :meth:`carried_findings`.
         """
         if from_sweep in self._pending_sweeps:
             self.flush()
@@ -784,11 +788,31 @@ class State:
             raise StateError(f"the state database {self.path} holds no complete result for {item.location!r} "
                              f"in sweep {from_sweep}")
         bytes_scanned, count, detail = rows[0]
+        if max_findings is not None and count > max_findings:
+            return ItemResult(item, Status.COMPLETE, None, _text_opt(detail), bytes_scanned,
+                              unchanged_since_sweep=from_sweep, earlier_findings=count)
         findings = () if not count else tuple(
             _finding(r, item.location, item.version_id, item.is_latest, change=None, retention=None)
             for r in self._fetch(_ITEM_FINDINGS, (from_sweep, location, vid)))
         return ItemResult(item, Status.COMPLETE, None, _text_opt(detail), bytes_scanned, findings,
                           unchanged_since_sweep=from_sweep)
+
+    def carried_findings(self, from_sweep: int, item: Item, batch: int) -> Iterator[tuple[Finding, ...]]:
+        """The findings :meth:`carried` did not load, in batches of ``batch``, in stored order
+        (a page per query: nothing is held between batches but the last rowid)."""
+        if from_sweep in self._pending_sweeps:
+            self.flush()
+        for rows in self._finding_pages(from_sweep, _db(item.location), _vid(item.version_id), batch):
+            yield tuple(_finding(r, item.location, item.version_id, item.is_latest, change=None, retention=None)
+                        for r in rows)
+
+    def _finding_pages(self, sweep_id: int, location: _Stored, vid: _Stored, size: int) -> Iterator[list[Any]]:
+        """An item's stored finding rows (the columns of _ITEM_FINDINGS, then the rowid), a page
+        of ``size`` per query."""
+        after = -1
+        while rows := self._fetch(_ITEM_FINDINGS_PAGE, (sweep_id, location, vid, after, size)):
+            after = rows[-1][-1]
+            yield rows
 
     def last_findings(self, item: Item, member: str) -> tuple[Finding, ...]:
         """The findings under ``member`` that the latest sweep which had any recorded for
@@ -974,8 +998,14 @@ class State:
 
     # --- replay --------------------------------------------------------------------------------
 
-    def replay(self, sweep_id: int) -> Iterator[tuple[ItemResult, RetentionVerdict | None]]:
-        """The sweep's stored results and verdicts, in record order."""
+    def replay(self, sweep_id: int, on_findings: Callable[[tuple[Finding, ...]], None] | None = None,
+               batch: int = 1000) -> Iterator[tuple[ItemResult, RetentionVerdict | None]]:
+        """The sweep's stored results and verdicts, in record order.
+
+        With ``on_findings``, an item with more than ``batch`` findings has them handed to it
+        in batches before its result is yielded (``earlier_findings`` counts them), so a
+        PAN-dense item is never held whole.
+        """
         self.flush()
         after = 0
         while True:
@@ -988,13 +1018,20 @@ class State:
             for rowid, location, vid, item_json, status, reason, detail, bytes_scanned, count, unchanged, retention \
                     in page:
                 after = rowid
-                findings = () if not count else tuple(
-                    _finding(r, _text(location), _unvid(vid), _opt_bool(r[0]), change=r[-1], retention=r[10])
-                    for r in self._fetch(_ITEM_FINDINGS, (sweep_id, location, vid)))
+                earlier = 0
+                findings: tuple[Finding, ...]
+                if on_findings is not None and count > batch:
+                    for rows in self._finding_pages(sweep_id, location, vid, batch):
+                        on_findings(tuple(_finding(r, _text(location), _unvid(vid), _opt_bool(r[0]), change=r[11],
+                                                   retention=r[10]) for r in rows))
+                    findings, earlier = (), count
+                else:
+                    findings = () if not count else tuple(
+                        _finding(r, _text(location), _unvid(vid), _opt_bool(r[0]), change=r[-1], retention=r[10])
+                        for r in self._fetch(_ITEM_FINDINGS, (sweep_id, location, vid)))
                 result = ItemResult(item_from_json(item_json), Status(status),
                                     None if reason is None else Reason(reason), _text_opt(detail), bytes_scanned,
-                                    findings,
-                                    unchanged)
+                                    findings, unchanged, earlier)
                 yield result, None if retention is None else verdict_from_json(retention)
 
     def replay_buckets(self, sweep_id: int) -> list[dict[str, Any]]:

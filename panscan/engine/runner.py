@@ -449,8 +449,12 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                                                  handle_findings):
                             if handed[result.item]:
                                 handed[result.item] -= 1
+                            carried = 0  # an unchanged dense item's stored findings: read back in batches
+                            for batch in sweep.deferred_findings(result):
+                                handle_findings(result.item, batch)
+                                carried += len(batch)
                             streamed.pop(result.item, None)
-                            handle(result)
+                            handle(replace(result, earlier_findings=carried) if carried else result)
                     except KeyboardInterrupt:
                         # A second Ctrl-C, wherever the coordinator was (waiting for a listing
                         # page, for a worker): stop now, and account for the items the engine

@@ -16,7 +16,9 @@ from typing import TextIO
 
 from panscan.config import Policy
 from panscan.engine.runner import Tally, UsageError, open_report, open_state
+from panscan.engine.worker import STREAM_BATCH
 from panscan.findings.mask import mask_text
+from panscan.model import EXPIRED, Finding
 from panscan.sinks.base import Summary, display, open_sink
 from panscan.sinks.table import format_table
 from panscan.state import State
@@ -49,7 +51,12 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
             tally = Tally()
             for record in state.replay_buckets(sweep_id):
                 sink.write_bucket(record)
-            for result, verdict in state.replay(sweep_id):
+
+            def found(batch: tuple[Finding, ...]) -> None:  # a PAN-dense item's, before its result
+                tally.add_findings(batch, batch[0].retention == EXPIRED)
+                sink.write_findings(batch)
+
+            for result, verdict in state.replay(sweep_id, found, STREAM_BATCH):
                 tally.add(result, verdict)
                 sink.write_item(result)
                 if verdict is not None:

@@ -25,9 +25,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from panscan.config import Policy
-from panscan.engine.worker import DESCRIPTION_MEMBER
+from panscan.engine.worker import DESCRIPTION_MEMBER, STREAM_BATCH
 from panscan.findings.mask import mask_text
-from panscan.model import ARCHIVED_STORAGE_CLASSES, EXPIRED, Item, ItemResult, Reason, RetentionVerdict, Status
+from panscan.model import (
+    ARCHIVED_STORAGE_CLASSES,
+    EXPIRED,
+    Finding,
+    Item,
+    ItemResult,
+    Reason,
+    RetentionVerdict,
+    Status,
+)
 from panscan.retention import has_rules, judge
 from panscan.state import State
 
@@ -86,6 +95,7 @@ class Sweep:
         self.unchanged = 0
         self._pending: set[tuple[str, str | None]] = set()
         self._streaming: set[Item] = set()  # items whose findings came in batches before their result
+        self._deferred: dict[Item, int] = {}  # unchanged items whose stored findings are read later, in batches
         if state is not None:
             start = state.begin_sweep(sweep_scope(targets, options), pattern_version,
                                       {k: _masked(v) for k, v in options.items()}, now)
@@ -119,9 +129,21 @@ class Sweep:
                 scanned_in = state.lookup(masked, self.pattern_version)
                 if scanned_in is not None:
                     self.unchanged += 1
-                    yield state.carried(scanned_in, masked)
+                    carried = state.carried(scanned_in, masked, max_findings=STREAM_BATCH)
+                    if carried.earlier_findings:  # a PAN-dense item: see deferred_findings()
+                        self._deferred[masked] = scanned_in
+                        carried = replace(carried, earlier_findings=0)
+                    yield carried
                     continue
             yield record
+
+    def deferred_findings(self, result: ItemResult) -> Iterator[tuple[Finding, ...]]:
+        """The stored findings of an unchanged item that :meth:`skip_unchanged` left out of its
+        result (too many to hold at once), in batches, for the caller to handle as findings
+        streamed before ``result``; nothing for any other result."""
+        scanned_in = self._deferred.pop(result.item, None)
+        if scanned_in is not None and self.state is not None:
+            yield from self.state.carried_findings(scanned_in, result.item, STREAM_BATCH)
 
     # result side
 

@@ -148,6 +148,17 @@ def test_a_dense_item_across_sweeps_keeps_its_findings_still_present_and_resolve
         stored = "\n".join(str(row) for row in db.execute("SELECT * FROM sweep_findings"))
     assert not any(p in stored for p in pans)
 
+    # Unchanged: not read again; its stored findings come back in batches, all still present.
+    again = run_cli("scan", str(data), "--format", "jsonl", "--state", str(state), "--workers", "1")
+    out = records(again.stdout)
+    assert [(r["offset"], r["line"], r["change"]) for r in out if r["type"] == "finding"] == [
+        (17 * n, n + 1, "still present") for n in range(lines)]
+    [item] = [r for r in out if r["type"] == "item"]
+    assert (item["findings"], item["unchanged_since_sweep"]) == (lines, 1)
+    assert out[-1]["changes"]["unchanged_items"] == 1 and out[-1]["findings"]["total"] == lines
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(DISTINCT fkey) FROM sweep_findings WHERE sweep_id = 2").fetchone() == (lines,)
+
     # Read again (its mtime moved): the same numbers are still present, none new.
     os.utime(path, (1_700_000_000, 1_700_000_000))
     second = run_cli("scan", str(data), "--format", "jsonl", "--state", str(state), "--workers", "1")
@@ -162,10 +173,13 @@ def test_a_dense_item_across_sweeps_keeps_its_findings_still_present_and_resolve
     assert sum(r["type"] == "resolved" for r in out) == 1500
     assert out[-1]["changes"]["resolved"] == 1500
 
-    # The stored sweep replays with every finding and the item's total.
+    # The stored sweep replays (its findings read back in batches) as the scan reported it.
     replay = records(run_cli("report", "--state", str(state), "--format", "jsonl").stdout)
     assert sum(r["type"] == "finding" for r in replay) == lines - 1500
     assert [r["findings"] for r in replay if r["type"] == "item"] == [lines - 1500]
+    assert [r for r in replay if r["type"] in ("finding", "item")] == [
+        r for r in out if r["type"] in ("finding", "item")]
+    assert replay[-1]["findings"] == out[-1]["findings"]
 
 
 def test_every_report_format_counts_the_streamed_findings_of_a_dense_item(tmp_path: Path) -> None:

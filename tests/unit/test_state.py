@@ -414,6 +414,36 @@ def test_carried_result_takes_the_fresh_listing_and_the_stored_findings(state: S
     assert carried.findings == tuple(replace(f, is_latest=False, change=None, retention=None) for f in stored.findings)
 
 
+def test_a_carried_item_with_many_findings_has_them_read_back_in_batches_not_at_once(state: State) -> None:
+    item = file_item("/data/dump")
+    first = new_sweep(state)
+    state.record(first, complete(item, *(finding("/data/dump", 17 * n) for n in range(5))))
+    finish(state, first)
+    whole = state.carried(first, item)
+    deferred = state.carried(first, item, max_findings=4)
+    assert (deferred.findings, deferred.earlier_findings) == ((), 5)
+    assert replace(deferred, earlier_findings=0) == replace(whole, findings=())
+    batches = list(state.carried_findings(first, item, 2))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert tuple(f for b in batches for f in b) == whole.findings
+    assert state.carried(first, item, max_findings=5) == whole
+
+
+def test_replay_hands_a_dense_items_findings_over_in_batches_before_its_result(state: State) -> None:
+    dense, sparse = file_item("/data/dump"), file_item("/data/one", inode=43)
+    sid = new_sweep(state)
+    state.record(sid, complete(dense, *(replace(finding("/data/dump", 17 * n), change="new") for n in range(5))))
+    state.record(sid, complete(sparse, finding("/data/one", 3)))
+    finish(state, sid)
+    whole = [r for r, _ in state.replay(sid)]
+    handed: list[tuple[Finding, ...]] = []
+    streamed = [r for r, _ in state.replay(sid, handed.append, 2)]
+    assert [len(b) for b in handed] == [2, 2, 1]
+    assert tuple(f for b in handed for f in b) == whole[0].findings
+    assert (streamed[0].findings, streamed[0].earlier_findings) == ((), 5)
+    assert streamed[1] == whole[1]  # few findings: in its result, as without a callback
+
+
 def test_a_carried_item_stays_carried_from_where_it_was_read(state: State) -> None:
     item = file_item("/data/x")
     first = new_sweep(state)
