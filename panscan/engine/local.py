@@ -427,7 +427,7 @@ class LocalEngine:
         if kept:
             result = replace(result, result=replace(result.result, findings=(*kept, *result.result.findings)))
         read = pending.read.pop(part, 0)
-        if read and not result.result.bytes_scanned:
+        if read and result.result.status is not Status.COMPLETE and not result.result.bytes_scanned:
             # Crashed or interrupted after its batches: it did read (and find) something.
             result = replace(result, result=replace(result.result, status=Status.PARTIAL, bytes_scanned=read))
         pending.done[part] = result
