@@ -15,6 +15,7 @@ sent it: tests count GetObject requests with :meth:`MotoS3.get_object_requests`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,8 +131,9 @@ class _LoggedMotoServer(ThreadedMotoServer):
         self._server.serve_forever()
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoS3]:
+@contextlib.contextmanager
+def serving_moto() -> Iterator[MotoS3]:
+    """A moto server on a loopback port for as long as the block runs."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on stderr
     holder: list[MotoS3] = []
     server = _LoggedMotoServer(holder)
@@ -143,6 +145,12 @@ def moto_server() -> Iterator[MotoS3]:
         yield handle
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    with serving_moto() as handle:
+        yield handle
 
 
 @pytest.fixture

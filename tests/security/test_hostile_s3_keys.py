@@ -20,7 +20,6 @@ server of its own (the shared session server may already have built its routes):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import subprocess
@@ -37,7 +36,7 @@ from moto.moto_server.utilities import RegexConverter
 from moto.s3.responses import S3Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from s3_server import MotoS3, _LoggedMotoServer, versioned_bucket
+from s3_server import MotoS3, serving_moto, versioned_bucket
 
 from panscan.match.luhn import check_digit
 
@@ -76,20 +75,13 @@ def _list_object_versions_url_encoded(self: S3Response) -> Any:
 
 @pytest.fixture(scope="module")
 def s3_like_aws() -> Iterator[MotoS3]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     patches = pytest.MonkeyPatch()
     patches.setattr(werkzeug_app, "RegexConverter", _DotAllRegexConverter)
     patches.setattr(S3Response, "list_object_versions", _list_object_versions_url_encoded)
-    holder: list[MotoS3] = []
-    server = _LoggedMotoServer(holder)
-    server.start()
-    host, port = server.get_host_and_port()
-    handle = MotoS3(f"http://{host}:{port}")
-    holder.append(handle)
     try:
-        yield handle
+        with serving_moto() as handle:  # a server of its own: the shared one has built its routes
+            yield handle
     finally:
-        server.stop()
         patches.undo()
 
 
