@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import NoReturn
 
 from panscan import __version__
-from panscan.config import ConfigError, Policy, describe_policy, load_policy, parse_duration, parse_size
+from panscan.config import (
+    MAX_KEEP,
+    ConfigError,
+    Policy,
+    describe_policy,
+    load_policy,
+    parse_duration,
+    parse_size,
+)
 from panscan.engine.local import EngineError
 from panscan.engine.runner import (
     EXIT_INCOMPLETE,
@@ -360,9 +368,52 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
                       help="ask Glacier about each pending job and fetch finished inventories (archive "
                            "outputs are read by the next scan)")
     jobs.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
+    _add_state_parser(commands)
+
+
+def _keep_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_KEEP:
+        raise argparse.ArgumentTypeError(f"expected a whole number of sweeps from 1 to {MAX_KEEP}")
+    return int(text)
+
+
+def _add_state_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    state = commands.add_parser(
+        "state", help="maintain the state database (prune old sweeps)",
+        description="Maintain the state database of past sweeps.",
+        epilog="exit status: that of the action; 3 for a usage error",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = state.add_subparsers(dest="state_command", metavar="ACTION", required=True, parser_class=_Parser)
+    prune = actions.add_parser(
+        "prune", help="remove old sweeps and the rows only they referenced",
+        description="Remove old sweeps from the state database, with every row only they referenced\n"
+                    "(their record order, findings, resolved findings, bucket records, and the stored\n"
+                    "item results no kept sweep names), then VACUUM the file. Every kept sweep stays\n"
+                    "reportable exactly as it was ('panscan report --sweep ID').\n\n"
+                    "Never removed: a sweep still running, the newest complete sweep of each set of\n"
+                    "targets (later scans read only what changed since it and compare findings with it),\n"
+                    "and a sweep whose S3 restore request is still pending ('panscan jobs').\n\n"
+                    "The same bounds can be applied after every scan: [state] keep = N and/or\n"
+                    "prune_older_than = \"AGE\" in panscan.toml (without the VACUUM: freed pages are\n"
+                    "reused by later sweeps).",
+        epilog="exit status: 0 pruned (or nothing to prune), 3 usage error (bad or missing bound, no state "
+               "database)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bound = prune.add_mutually_exclusive_group(required=True)
+    bound.add_argument("--keep", type=_keep_count, metavar="N",
+                       help="keep the newest N sweeps (of any targets and status), remove the others")
+    bound.add_argument("--older-than", type=_days, metavar="AGE",
+                       help="remove sweeps started more than AGE ago, e.g. 90d, 13w or 2y")
+    prune.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
 
 
 
+
+
+def _state_prune(args: argparse.Namespace) -> int:
+    from panscan.engine.stored import run_prune
+
+    return run_prune(state_path(args.state), keep=args.keep, older_than_days=args.older_than)
 
 
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
@@ -438,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_report(state_path(args.state), args.sweep, args.format, args.output,
                               policy=load_policy(args.policy) if args.policy else None)
+        if args.command == "state":
+            return _state_prune(args)
         if args.command == "jobs":
             from panscan.engine.stored import run_jobs
 

@@ -73,6 +73,9 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
     excludes: tuple[str, ...] = ()
     source: str | None = None  # the file it came from
+    # [state]: sweeps kept after each scan (None: no bound); see ``panscan state prune``.
+    state_keep: int | None = None
+    state_prune_older_than_days: int | None = None
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dwy])\s*$")
@@ -153,7 +156,7 @@ def describe_policy(policy: Policy) -> list[str]:
 
     In order: one line per retention rule (name, maximum age in days, globs,
     justification), the default for items no rule matches, the limits that differ from
-    the defaults, and the excludes.
+    the defaults, the excludes, and the bounds on the state (``[state]``) when set.
     """
     lines: list[str] = []
     if not policy.rules:
@@ -175,6 +178,11 @@ def describe_policy(policy: Policy) -> list[str]:
         lines.append(f"limit {key} = {_show_limit(key, getattr(policy.limits, key))} "
                      f"(default {_show_limit(key, getattr(defaults, key))})")
     lines.append(f"exclude: {', '.join(policy.excludes)}" if policy.excludes else "exclude: nothing")
+    bounds = ([f"keep the newest {policy.state_keep} sweeps"] if policy.state_keep is not None else []) + (
+        [f"remove sweeps older than {_day_count(policy.state_prune_older_than_days)}"]
+        if policy.state_prune_older_than_days is not None else [])
+    if bounds:
+        lines.append(f"state: {' and '.join(bounds)} after each scan")
     return lines
 
 
@@ -182,7 +190,9 @@ def describe_policy(policy: Policy) -> list[str]:
 # (the n-th [[retention.rule]] is ("retention", "rule", n - 1)).
 _At = tuple[str | int, ...]
 
-_TOP = {"retention": "[retention]", "limits": "[limits]", "scan": "[scan]"}
+_TOP = {"retention": "[retention]", "limits": "[limits]", "scan": "[scan]", "state": "[state]"}
+#: The most sweeps ``keep`` may ask for: more is a typo, not a bound.
+MAX_KEEP = 1_000_000
 _RULE_KEYS = {"name", "match", "max_age", "justification"}
 
 
@@ -226,7 +236,19 @@ class _Checker:
 
         self.only(scan, {"exclude"}, ("scan",), "[scan]")
         excludes = self.strings(scan.get("exclude", []), ("scan", "exclude"), "[scan] exclude")
-        return Policy(default_days, rules, self.limits(limits), excludes, self.name)
+        keep, older = self.state(self.table(doc, "state"))
+        return Policy(default_days, rules, self.limits(limits), excludes, self.name, keep, older)
+
+    def state(self, raw: dict[str, Any]) -> tuple[int | None, int | None]:
+        self.only(raw, {"keep", "prune_older_than"}, ("state",), "[state]")
+        keep = raw.get("keep")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP):
+            self.fail(("state", "keep"), f"[state] keep: expected a whole number of sweeps from 1 to {MAX_KEEP}, "
+                                         f"got {_show(keep)}")
+        older = None
+        if "prune_older_than" in raw:
+            older = self.max_age(raw["prune_older_than"], ("state", "prune_older_than"), "[state] prune_older_than")
+        return keep, older
 
     def at_line(self, at: _At) -> str:
         if self._locator is None:

@@ -1,6 +1,7 @@
-"""Commands that read the state database only: ``panscan report`` renders a stored sweep
-through the same sinks a scan uses; ``panscan jobs`` lists pending S3 restores and Glacier
-jobs. Nothing here reads data or talks to AWS.
+"""Commands on the state database alone: ``panscan report`` renders a stored sweep through
+the same sinks a scan uses; ``panscan jobs`` lists pending S3 restores and Glacier jobs;
+``panscan state prune`` removes old sweeps. Nothing here reads data or talks to AWS (but
+``jobs --collect``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from panscan.model import EXPIRED, Finding
 from panscan.sinks.base import Summary, display, open_sink
 from panscan.sinks.table import format_table
 from panscan.state import State
+from panscan.state.prune import describe
 
 
 @contextmanager
@@ -71,6 +73,16 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
                 summary = Summary.from_record({**summary.to_record(), "sweep_id": sweep_id})
             sink.finish(summary)
     return summary.exit_status
+
+
+def run_prune(path: Path, *, keep: int | None, older_than_days: int | None, stdout: TextIO | None = None) -> int:
+    """Remove old sweeps (see :mod:`panscan.state.prune`), VACUUM, say what went; exit 0."""
+    stdout = stdout if stdout is not None else sys.stdout
+    with existing_state(path) as state:
+        result = state.prune(keep=keep, older_than_days=older_than_days, now=time.time())
+    stdout.write(f"panscan: {describe(result)}\n")
+    stdout.flush()
+    return 0
 
 
 def run_jobs(path: Path, fmt: str, *, collect: bool = False, stdout: TextIO | None = None) -> int:

@@ -144,7 +144,7 @@ def test_a_dense_item_across_sweeps_keeps_its_findings_still_present_and_resolve
     assert [r["findings"] for r in out if r["type"] == "item"] == [lines]
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*), count(DISTINCT fkey) FROM sweep_findings").fetchone() == (lines, lines)
-        assert db.execute("SELECT findings FROM sweep_items").fetchall() == [(lines,)]
+        assert db.execute("SELECT findings FROM results").fetchall() == [(lines,)]
         stored = "\n".join(str(row) for row in db.execute("SELECT * FROM sweep_findings"))
     assert not any(p in stored for p in pans)
 
@@ -158,6 +158,9 @@ def test_a_dense_item_across_sweeps_keeps_its_findings_still_present_and_resolve
     assert out[-1]["changes"]["unchanged_items"] == 1 and out[-1]["findings"]["total"] == lines
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(DISTINCT fkey) FROM sweep_findings WHERE sweep_id = 2").fetchone() == (lines,)
+        assert db.execute("SELECT count(*) FROM results").fetchone() == (1,)  # the item is stored once
+    replayed = run_cli("report", "--state", str(state), "--sweep", "2", "--format", "jsonl")
+    assert replayed.stdout == again.stdout
 
     # Read again (its mtime moved): the same numbers are still present, none new.
     os.utime(path, (1_700_000_000, 1_700_000_000))

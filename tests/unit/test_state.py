@@ -152,6 +152,22 @@ def test_a_database_from_a_newer_panscan_is_refused(db: Path) -> None:
     assert str(db) in str(exc.value)
 
 
+def test_a_database_of_the_previous_schema_is_refused_with_what_to_do_and_left_alone(db: Path) -> None:
+    db.parent.mkdir()
+    with sqlite3.connect(db) as other:  # schema version 1 kept a full copy of every item per sweep
+        other.execute("CREATE TABLE sweep_items (sweep_id INTEGER)")
+        other.execute("PRAGMA application_id = 1348562515")
+        other.execute("PRAGMA user_version = 1")
+    with pytest.raises(StateError) as exc:
+        State.open(db)
+    assert str(exc.value) == (
+        f"the state database {db} was written by an older panscan (schema version 1, this panscan needs 2): "
+        f"move it aside (e.g. mv {db} {db}.v1) and scan again; the next sweep reads every item once and "
+        "starts a new history")
+    with sqlite3.connect(db) as other:
+        assert [r[0] for r in other.execute("SELECT name FROM sqlite_master")] == ["sweep_items"]
+
+
 def test_a_directory_where_the_database_should_be_is_a_clear_error(db: Path) -> None:
     db.mkdir(parents=True)
     with pytest.raises(StateError, match="cannot open the state database"):
@@ -172,11 +188,11 @@ def test_a_full_disk_is_a_state_error_and_a_later_flush_keeps_everything(db: Pat
         state.flush()
     with sqlite3.connect(db) as other:
         assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert other.execute("SELECT count(*) FROM sweep_items").fetchone()[0] == 1
+        assert other.execute("SELECT count(*) FROM results").fetchone()[0] == 1
     state._conn.execute("PRAGMA max_page_count = 1073741823")
     state.flush()  # the buffer was kept: nothing recorded is lost once the disk has room
     with sqlite3.connect(db) as other:
-        assert other.execute("SELECT count(*) FROM sweep_items").fetchone()[0] == 1 + recorded
+        assert other.execute("SELECT count(*) FROM results").fetchone()[0] == 1 + recorded
 
 
 def test_a_database_locked_by_another_writer_is_a_state_error_once_the_wait_runs_out(
@@ -282,7 +298,7 @@ def test_records_are_committed_by_themselves_after_enough_rows(db: Path, state: 
     for i in range(FLUSH_ROWS):
         state.record(sid, complete(file_item(f"/data/{i}", inode=i)))
     with sqlite3.connect(db) as other:
-        assert other.execute("SELECT count(*) FROM sweep_items").fetchone()[0] == FLUSH_ROWS
+        assert other.execute("SELECT count(*) FROM results").fetchone()[0] == FLUSH_ROWS
 
 
 def test_a_large_sweep_replays_every_item_once_in_record_order(state: State) -> None:
@@ -458,6 +474,88 @@ def test_a_carried_item_stays_carried_from_where_it_was_read(state: State) -> No
     assert [f.change for f in carried.findings] == ["still present"]  # second holds its own copy
     state.record(third, carried)
     assert [r.unchanged_since_sweep for r, _ in state.replay(third)] == [first]
+
+
+def table_rows(state: State, table: str) -> int:
+    state.flush()
+    return int(state._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_a_carried_result_identical_to_the_stored_one_adds_no_result_row(state: State) -> None:
+    items = [file_item(f"/data/{i}", inode=i) for i in range(50)]
+    first = new_sweep(state)
+    for item in items:
+        state.record(first, complete(item, finding(item.location, 3)) if item.inode == 7 else complete(item))
+    finish(state, first)
+    stored = table_rows(state, "results")
+    for _ in range(3):
+        sid = new_sweep(state)
+        for item in reversed(items):  # listed in another order than it was recorded
+            scanned_in = state.lookup(item, "v1")
+            assert scanned_in == first
+            state.record(sid, state.annotate(first, state.carried(scanned_in, item)))
+        finish(state, sid)
+        assert table_rows(state, "results") == stored == 50
+        replayed = [r for r, _ in state.replay(sid)]
+        assert [r.item for r in replayed] == list(reversed(items))
+        assert {r.unchanged_since_sweep for r in replayed} == {first}
+        assert [f.change for r in replayed for f in r.findings] == ["still present"]
+    assert [r.unchanged_since_sweep for r, _ in state.replay(first)] == [None] * 50
+
+
+def test_a_carried_result_whose_listing_moved_is_stored_once_more_then_shared(state: State) -> None:
+    old = s3_item("a.csv", "v1", is_latest=True)
+    first = new_sweep(state, ("s3://bucket",))
+    state.record(first, complete(old))
+    finish(state, first)
+    moved = replace(old, is_latest=False)  # a newer version was written: not a reason to read it again
+    for expected_rows in (2, 2):
+        sid = new_sweep(state, ("s3://bucket",))
+        state.record(sid, state.carried(state.lookup(moved, "v1") or 0, moved))
+        finish(state, sid)
+        assert table_rows(state, "results") == expected_rows
+        [(replayed, _)] = list(state.replay(sid))
+        assert (replayed.item, replayed.unchanged_since_sweep) == (moved, first)
+    [(original, _)] = list(state.replay(first))
+    assert (original.item, original.unchanged_since_sweep) == (old, None)
+
+
+def test_a_carried_result_with_a_retention_verdict_keeps_each_sweeps_verdict(state: State) -> None:
+    item = file_item("/data/old")
+    first = new_sweep(state)
+    state.record(first, complete(item))
+    finish(state, first)
+    verdicts = {}
+    for age in (400, 407):
+        sid = new_sweep(state)
+        verdicts[sid] = RetentionVerdict("/data/old", None, "default", age, 365, None, 100, 1.0)
+        state.record(sid, state.carried(first, item), verdicts[sid])
+        finish(state, sid)
+    for sid, verdict in verdicts.items():
+        assert [v for _, v in state.replay(sid)] == [verdict]
+
+
+def test_prune_keeps_running_sweeps_the_newest_complete_one_and_those_with_pending_restores(db: Path,
+                                                                                            state: State) -> None:
+    item = file_item("/data/x")
+    ids = []
+    for n in range(6):
+        sid = new_sweep(state)
+        state.record(sid, complete(item) if n == 0 else state.carried(ids[0], item))
+        ids.append(sid)
+        if n != 4:
+            finish(state, sid)
+    state.add_restore("s3://b/k", None, "Bulk", "GLACIER", 1, 1.0, ids[1])
+    result = state.prune(keep=1, now=2_000_000_000.0)
+    assert result.sweeps == (ids[0], ids[2], ids[3])
+    assert [s.id for s in state.sweeps()] == [ids[5], ids[4], ids[1]]
+    assert table_rows(state, "results") == 1  # stored by the first sweep, still carried by the others
+    assert state.lookup(item, "v1") == ids[0]
+    assert [r.unchanged_since_sweep for r, _ in state.replay(ids[5])] == [ids[0]]
+    assert state.prune(keep=1, now=2_000_000_000.0).sweeps == ()
+    with sqlite3.connect(db) as other:
+        assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert other.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
 def test_a_pending_record_is_visible_to_lookup_and_carried_before_it_is_committed(state: State) -> None:
