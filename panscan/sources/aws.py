@@ -44,9 +44,10 @@ from panscan.model import ItemResult, Reason, Status
 MAX_ATTEMPTS = 8
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
-#: Default connection pool: a worker process reads one object at a time (plus the odd
-#: ranged request while a body is still open); the coordinator lists one bucket at a time.
-DEFAULT_POOL = 4
+#: Default connection pool: a worker process keeps up to ``sources.fetch.MAX_CONCURRENCY``
+#: GetObject requests in flight ahead of its matcher, plus the object it streams (and the odd
+#: ranged request while that body is still open). Connections are opened only as needed.
+DEFAULT_POOL = 40
 
 #: Error codes with which AWS refuses credentials that have run out (S3 and STS spell them
 #: differently; RequestExpired is the EC2/Glacier form). Valid when the scan started, they
@@ -71,6 +72,16 @@ _CREDENTIALS_DETAIL = re.compile(
 _Key = tuple[int, str, str | None, str | None, int]
 _clients: dict[_Key, Any] = {}
 _lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A worker forked while a listing thread of the coordinator held the lock would inherit
+    # it held, by a thread that does not exist in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def client(service: str, *, endpoint_url: str | None = None, region: str | None = None,
@@ -119,6 +130,12 @@ def credentials_refused(exc: Exception) -> tuple[str, str] | None:
 def credentials_detail(code: str, words: str) -> str:
     """The detail of an item refused for credentials (see :func:`credentials_refused`)."""
     return f"{code}: {words}; {_RENEW}"
+
+
+def is_credentials_detail(detail: str) -> bool:
+    """Whether an item's ``detail`` says AWS refused the scan's credentials (see
+    :func:`credentials_problem`)."""
+    return _CREDENTIALS_DETAIL.fullmatch(detail) is not None
 
 
 def credentials_problem(result: ItemResult) -> str | None:

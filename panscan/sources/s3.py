@@ -4,7 +4,10 @@ What callers may rely on:
 
 * :func:`enumerate_s3` is a lazy generator over ``s3://bucket[/prefix]`` targets (and
   ``s3://`` alone: every bucket ListBuckets returns, each listed in its own region). It
-  lists with ListObjectVersions, page by page, so it holds one page at a time. Every
+  lists with ListObjectVersions in a few threads (targets and buckets at once, and a large
+  listing fanned out over its key prefixes), which stay a bounded number of pages ahead of the
+  caller: records of different targets interleave, and memory does not grow with the number
+  of versions. Every
   version is one record, including versions hidden behind a delete marker and the
   ``null`` version of objects written before versioning was enabled; delete markers
   themselves hold no data and produce no record. With ``latest_only`` only current
@@ -35,9 +38,12 @@ import errno
 import fnmatch
 import http.client
 import io
+import itertools
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 import urllib3.exceptions
@@ -92,6 +98,14 @@ class S3Options:
     # Versions whose restore an earlier run requested (the state's pending restores): their
     # restored copy is read when ready, even without ``restore``; nothing new is requested.
     restore_pending: Callable[[Item], bool] | None = None
+    # Yield None in place of a record while none is ready (at most every WAIT_SECONDS): a
+    # caller that has other work (collecting results from workers) is not held by a listing
+    # waiting for an answer.
+    waiting: bool = False
+
+
+#: How long a ``waiting`` listing waits for a record before it yields None.
+WAIT_SECONDS = 0.2
 
 
 #: Retrieval list prices (USD per GB, USD per 1,000 requests) and times, us-east-1, for the
@@ -121,27 +135,282 @@ def split_location(location: str) -> tuple[str, str]:
 # --- enumeration -----------------------------------------------------------------------
 
 
-def enumerate_s3(targets: Sequence[str], options: S3Options) -> Iterator[Item | ItemResult]:
-    """A record for every object version under ``targets`` (see the module docstring),
-    targets in the order given."""
-    for target in targets:
-        bucket, prefix = split_location(target)
-        if bucket:
-            yield from _list_bucket(bucket, prefix, options, None)
-        else:
-            yield from _list_all_buckets(options)
+def enumerate_s3(targets: Sequence[str], options: S3Options) -> Iterator[Item | ItemResult | None]:
+    """A record for every object version under ``targets`` (see the module docstring).
 
-
-def _list_all_buckets(options: S3Options) -> Iterator[Item | ItemResult]:
-    s3 = aws.client("s3")
+    Targets (and, for ``s3://``, buckets) are listed concurrently by up to
+    :data:`LISTING_THREADS` threads, so records of different targets interleave; the records
+    of one target keep their listing order within each key prefix listed on its own. Listing
+    threads stay at most :data:`LISTING_QUEUE_PAGES` pages ahead of the caller (each thread
+    then holds one more page), so memory does not grow with the number of versions. A large
+    listing is fanned out over key prefixes (see :func:`_fan_out_point`): the set of records
+    and each record are those of the plain sequential listing."""
+    listing = _Listing(options)
     try:
-        names = [b["Name"] for b in s3.list_buckets().get("Buckets", [])]
-    except (ClientError, BotoCoreError) as exc:
+        for target in targets:
+            bucket, prefix = split_location(target)
+            if bucket:
+                listing.add(bucket, prefix, None, locate=False)
+                continue
+            failure = listing.add_every_bucket()
+            if failure is not None:
+                yield failure
+        yield from listing.records()
+    finally:
+        listing.close()
+
+
+#: ListObjectVersions requests in flight at once (across targets and key prefixes): listing
+#: is bound by request latency (AWS answers a page in tens of ms), not by this process.
+LISTING_THREADS = 8
+#: Pages of records the listing threads may hold ready for the caller before they wait.
+LISTING_QUEUE_PAGES = 4
+#: Versions in a page of ListObjectVersions (the most S3 returns).
+PAGE_SIZE = 1000
+
+
+@dataclass(eq=False)
+class _Target:
+    """One ``s3://bucket[/prefix]`` being listed, and what its listing threads share."""
+
+    bucket: str
+    prefix: str
+    region: str | None
+    locate: bool  # look the region up first (a bucket found by ListBuckets)
+    s3: Any = None
+    pending: int = 0  # units submitted and not finished; the target is done at 0
+    failed: bool = False
+    requested: list[Item] = field(default_factory=list)  # restores requested (the caller's side)
+
+    @property
+    def location(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
+
+
+class _Stopped(Exception):
+    """The caller stopped reading: a listing thread drops what it was doing."""
+
+
+# A message from a listing thread: ("records", target, [records]), ("done", target, None)
+# once every unit of the target finished, or ("bug", target, exception).
+_Message = tuple[str, _Target, Any]
+
+
+class _Listing:
+    """The listing threads of one :func:`enumerate_s3` call and the bounded queue between
+    them and the caller."""
+
+    def __init__(self, options: S3Options) -> None:
+        self._options = options
+        self._excluded_by = exclude_matcher(options.excludes)
+        self._queue: queue.Queue[_Message] = queue.Queue(maxsize=LISTING_QUEUE_PAGES)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        # Daemon threads of our own rather than a ThreadPoolExecutor: the interpreter joins an
+        # executor's threads at exit, so a listing request that hangs (a stalled connection)
+        # would keep the scan from ending after Ctrl-C.
+        self._jobs: queue.SimpleQueue[tuple[_Target, Callable[..., None], tuple[Any, ...]] | None] = \
+            queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._targets = 0
+        # Built here, in the caller's thread: a client built in a listing thread would take the
+        # client factory's lock there, and a worker forked meanwhile would inherit it held.
+        self._s3 = aws.client("s3")
+
+    # the caller's side
+
+    def add(self, bucket: str, prefix: str, region: str | None, *, locate: bool) -> None:
+        target = _Target(bucket, prefix, region, locate, s3=None if locate or region else self._s3)
+        self._targets += 1
+        self._submit(target, self._list_target)
+
+    def add_every_bucket(self) -> ItemResult | None:
+        """Every bucket ListBuckets returns, each to be listed in its own region; the error
+        record when ListBuckets fails."""
+        try:
+            names = [b["Name"] for b in self._s3.list_buckets().get("Buckets", [])]
+        except (ClientError, BotoCoreError) as exc:
+            reason, why = reason_for(exc, listing=True)
+            return ItemResult(Item(SCHEME, SOURCE), Status.ERROR, reason, f"ListBuckets failed: {why}")
+        for name in names:
+            self.add(name, "", None, locate=True)
+        return None
+
+    def records(self) -> Iterator[Item | ItemResult | None]:
+        done = 0
+        options = self._options
+        while done < self._targets:
+            try:
+                kind, target, payload = self._queue.get(timeout=WAIT_SECONDS if options.waiting else None)
+            except queue.Empty:
+                yield None  # nothing listed yet: the caller may do other work meanwhile
+                continue
+            if kind == "bug":
+                raise payload
+            if kind == "done":
+                done += 1
+                if target.requested:
+                    logger.warning("%s", restore_estimate(target.bucket, target.requested, options))
+                continue
+            for record in payload:
+                # Restores run here, in the caller's thread: restore_pending reads the caller's
+                # state, and the estimate needs every request of the target.
+                if isinstance(record, ItemResult) and record.reason is Reason.INVALID_OBJECT_STATE and (
+                        options.restore or (options.restore_pending and options.restore_pending(record.item))):
+                    record = _restore(target.s3, record.item, options, target.requested)
+                yield record
+
+    def close(self) -> None:
+        self._stop.set()
+        for _ in self._threads:
+            self._jobs.put(None)  # each thread ends after its current request
+        # Threads waiting to put a page see the stop within a put timeout; emptying the queue
+        # lets them go at once.
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+
+    # the listing threads' side
+
+    def _submit(self, target: _Target, unit: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            target.pending += 1
+        self._jobs.put((target, unit, args))
+        with self._lock:  # listing threads submit too (the prefixes of a fanned-out listing)
+            if len(self._threads) < LISTING_THREADS and not self._stop.is_set():
+                thread = threading.Thread(target=self._serve, name=f"panscan-s3-list-{len(self._threads)}",
+                                          daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._run(*job)
+
+    def _run(self, target: _Target, unit: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            if not target.failed and not self._stop.is_set():
+                unit(target, *args)
+        except _Stopped:
+            pass
+        except (ClientError, BotoCoreError) as exc:
+            self._fail(target, exc)
+        except BaseException as exc:  # a bug: raised in the caller's thread, where it is seen
+            self._put(("bug", target, exc), quiet=True)
+        with self._lock:
+            target.pending -= 1
+            finished = target.pending == 0
+        if finished:
+            self._put(("done", target, None), quiet=True)
+
+    def _put(self, message: _Message, *, quiet: bool = False) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        if not quiet:
+            raise _Stopped
+
+    def _fail(self, target: _Target, exc: Exception) -> None:
+        """The first failure of a target's listing is its one error record; its other units
+        stop at their next page (as the sequential listing stopped at the failed page)."""
+        with self._lock:
+            if target.failed:
+                return
+            target.failed = True
         reason, why = reason_for(exc, listing=True)
-        yield ItemResult(Item(SCHEME, SOURCE), Status.ERROR, reason, f"ListBuckets failed: {why}")
-        return
-    for name in names:
-        yield from _list_bucket(name, "", options, _bucket_region(s3, name))
+        self._put(("records", target, [ItemResult(Item(target.location, SOURCE), Status.ERROR, reason,
+                                                  f"cannot list the versions in bucket {target.bucket}: {why}")]),
+                  quiet=True)
+
+    def _list_target(self, target: _Target) -> None:
+        if target.locate:
+            target.region = _bucket_region(self._s3, target.bucket)
+        if target.s3 is None:
+            target.s3 = aws.client("s3", region=target.region)
+        self._list_prefix(target, target.prefix)
+
+    def _pages(self, target: _Target, prefix: str, **extra: str) -> Iterator[dict[str, Any]]:
+        args = {"Bucket": target.bucket, **({"Prefix": prefix} if prefix else {}), **extra}
+        for page in target.s3.get_paginator("list_object_versions").paginate(
+                **args, PaginationConfig={"PageSize": PAGE_SIZE}):
+            if target.failed:
+                raise _Stopped
+            yield page
+
+    def _list_prefix(self, target: _Target, prefix: str) -> None:
+        """Every version under ``prefix``: listed page by page, or, when its first page shows
+        the listing is large and spread over few key prefixes, each of them on its own."""
+        pages = self._pages(target, prefix)
+        first = next(pages, None)
+        if first is None:
+            return
+        split = _fan_out_point(first, prefix)
+        if split is None:
+            newer: tuple[str, Any] = ("", None)
+            for page in itertools.chain([first], pages):
+                records, newer = self._page_records(target, page, newer)
+                self._put(("records", target, records))
+            return
+        # The first page's groups before the last one are whole (a prefix's keys are one
+        # contiguous key range); the last may continue on the next page, so it is listed again.
+        records, _ = self._page_records(target, first, ("", None), lambda key: _group(prefix, key) < split)
+        self._put(("records", target, records))
+        newer = ("", None)
+        for page in self._pages(target, prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                if common["Prefix"] >= split:
+                    self._submit(target, self._list_prefix, common["Prefix"])
+            # Keys with no "/" after the prefix: their own group, compared as such.
+            records, newer = self._page_records(target, page, newer, lambda key: key >= split)
+            self._put(("records", target, records))
+
+    def _page_records(self, target: _Target, page: dict[str, Any], newer: tuple[str, Any],
+                      keep: Callable[[str], bool] | None = None) -> tuple[list[Item | ItemResult], tuple[str, Any]]:
+        """The page's records (of the keys ``keep`` accepts) and the ``newer`` for the next page."""
+        records: list[Item | ItemResult] = []
+        for version, is_marker, replaced_by in _entries(page, newer):
+            newer = (version["Key"], version.get("LastModified"))
+            if is_marker or (self._options.latest_only and not version.get("IsLatest")):
+                continue
+            if keep is not None and not keep(version["Key"]):
+                continue
+            records.append(_record(target.bucket, version, self._excluded_by, replaced_by))
+        return records, newer
+
+
+def _group(prefix: str, key: str) -> str:
+    """What a delimiter listing of ``prefix`` makes of ``key``: the common prefix it falls
+    under (up to its first ``/`` after ``prefix``), or the key itself. Groups compare as the
+    key ranges they cover do."""
+    slash = key.find("/", len(prefix))
+    return key if slash < 0 else key[:slash + 1]
+
+
+def _fan_out_point(page: dict[str, Any], prefix: str) -> str | None:
+    """The group (see :func:`_group`) of the last key on the first page of a listing of
+    ``prefix``, when fanning that listing out over its key prefixes pays; else None.
+
+    It pays when there are more pages and the first one spans few groups: then the groups are
+    large, and listing each on its own keeps several requests in flight. A first page that
+    spans many groups means small ones, where a request per group would cost more requests
+    than the pages of the plain listing (a prefix of 100,000 one-file "directories")."""
+    if not page.get("IsTruncated"):
+        return None
+    keys = [e["Key"] for e in itertools.chain(page.get("Versions", ()), page.get("DeleteMarkers", ()))]
+    if not keys:
+        return None
+    groups = {_group(prefix, key) for key in keys}
+    if len(groups) > LISTING_THREADS:
+        return None
+    return max(groups)
 
 
 def _bucket_region(s3: Any, bucket: str) -> str | None:
@@ -153,33 +422,6 @@ def _bucket_region(s3: Any, bucket: str) -> str | None:
         return None
     # Buckets in us-east-1 report no constraint; the oldest in eu-west-1 report "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
-
-
-def _list_bucket(bucket: str, prefix: str, options: S3Options,
-                 region: str | None) -> Iterator[Item | ItemResult]:
-    s3 = aws.client("s3", region=region)
-    excluded_by = exclude_matcher(options.excludes)
-    args = {"Bucket": bucket, **({"Prefix": prefix} if prefix else {})}
-    requested: list[Item] = []
-    try:
-        newer: tuple[str, Any] = ("", None)  # the key and LastModified of the entry listed last
-        for page in s3.get_paginator("list_object_versions").paginate(**args):
-            for version, is_marker, replaced_by in _entries(page, newer):
-                newer = (version["Key"], version.get("LastModified"))
-                if is_marker or (options.latest_only and not version.get("IsLatest")):
-                    continue
-                record = _record(bucket, version, excluded_by, replaced_by)
-                if isinstance(record, ItemResult) and record.reason is Reason.INVALID_OBJECT_STATE and (
-                        options.restore or (options.restore_pending and options.restore_pending(record.item))):
-                    record = _restore(s3, record.item, options, requested)
-                yield record
-    except (ClientError, BotoCoreError) as exc:
-        reason, why = reason_for(exc, listing=True)
-        where = f"{SCHEME}{bucket}/{prefix}" if prefix else f"{SCHEME}{bucket}"
-        yield ItemResult(Item(where, SOURCE), Status.ERROR, reason,
-                         f"cannot list the versions in bucket {bucket}: {why}")
-    if requested:
-        logger.warning("%s", restore_estimate(bucket, requested, options))
 
 
 def _restore(s3: Any, item: Item, options: S3Options, requested: list[Item]) -> Item | ItemResult:
@@ -404,6 +646,11 @@ class S3Object(RemoteFile):
         self._body: Any = None
         self._body_pos = start
         self._head = b""
+        # How many bytes from offset 0 are kept once read: KEPT_HEAD, or the whole object
+        # after load() (a prefetch).
+        self._keep = KEPT_HEAD
+        # A failure met by load(), raised by the read that reaches it (see load()).
+        self._deferred: S3ReadError | None = None
         self.mismatch = False
         self.failure: S3ReadError | None = None
         self._size: int = 0
@@ -450,6 +697,39 @@ class S3Object(RemoteFile):
             self.failure = exc
             raise
 
+    def load(self) -> None:
+        """Read the whole object into memory now, so that the reads that follow send no
+        request: what a fetching thread does ahead of the matcher (``sources.fetch``). Only
+        for an object opened at offset 0.
+
+        The reads that follow behave exactly as they would have without it: a body cut
+        mid-stream is resumed here the same way, and a read failure met here
+        (:class:`S3ReadError`: the version deleted mid-read, access revoked, the object
+        overwritten, a body cut too often) is raised by the later read that reaches the
+        offset where it happened, which then sets :attr:`failure`; :attr:`mismatch` is set
+        here. Nothing raises from this method."""
+        if self._start != 0 or self.closed:
+            return
+        self._keep = self._size
+        try:
+            self._read(self._size - self._pos)
+        except S3ReadError as exc:
+            self._deferred = exc
+        self._pos = 0
+        if self._body is not None and self._body_pos >= self._size:
+            self._finish_body()
+
+    def _finish_body(self) -> None:
+        """Drop a body read to its last byte, reading its end first: urllib3 can hand the
+        connection of a response read to its end back to the pool, where closing a response
+        it still counts as unread drops the connection."""
+        body, self._body = self._body, None
+        try:
+            body.read()
+        except Exception:  # the end of a body already read whole: a failure here changes nothing
+            logger.debug("reading the end of an S3 body failed", exc_info=False)
+        self._close(body)
+
     def _read(self, size: int) -> bytes:
         parts: list[bytes] = []
         got = 0
@@ -458,6 +738,9 @@ class S3Object(RemoteFile):
             want = size - got
             if self._pos < len(self._head):
                 data, cause = self._head[self._pos:self._pos + want], ""
+            elif self._deferred is not None:
+                failure, self._deferred = self._deferred, None
+                raise failure
             elif self._pos < self._start:
                 data, cause = self._read_before_start(min(want, self._start - self._pos))
             else:
@@ -470,8 +753,8 @@ class S3Object(RemoteFile):
                 logger.debug("S3 body cut at offset %d (%s); resuming with a range request", self._pos, cause)
                 continue
             failures = 0
-            if self._pos == len(self._head) < KEPT_HEAD:
-                self._head += data[:KEPT_HEAD - self._pos]
+            if self._pos == len(self._head) < self._keep:
+                self._head += data[:self._keep - self._pos]
             parts.append(data)
             got += len(data)
             self._pos += len(data)

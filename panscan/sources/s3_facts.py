@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 NOT_CONFIGURED = "not configured"
 NOT_PERMITTED = "not permitted"
@@ -140,18 +140,31 @@ class BucketFacts:
 def bucket_facts(client: Any, bucket: str) -> BucketFacts:
     """The facts of ``bucket`` read with ``client`` (a boto3 S3 client in the bucket's
     region); see the module docstring for what each fact may be."""
+    unreachable: list[str] = []  # once the endpoint did not answer, the other facts are not asked
+
+    def fact(call: Callable[[], Mapping[str, Any]], read: Callable[[Mapping[str, Any]], T]) -> T | str:
+        if unreachable:
+            return unreachable[0]
+        try:
+            return _fact(call, read)
+        except (EndpointConnectionError, ConnectTimeoutError) as e:
+            unreachable.append(f"error: {type(e).__name__}")
+            return unreachable[0]
+
     return BucketFacts(
         bucket=bucket,
-        versioning=_fact(lambda: client.get_bucket_versioning(Bucket=bucket), _versioning),
-        encryption=_fact(lambda: client.get_bucket_encryption(Bucket=bucket), _encryption),
-        logging=_fact(lambda: client.get_bucket_logging(Bucket=bucket), _logging),
-        lifecycle=_fact(lambda: client.get_bucket_lifecycle_configuration(Bucket=bucket), _lifecycle),
-        object_lock=_fact(lambda: client.get_object_lock_configuration(Bucket=bucket), _object_lock),
-        public_access_block=_fact(lambda: client.get_public_access_block(Bucket=bucket), _public_access_block),
+        versioning=fact(lambda: client.get_bucket_versioning(Bucket=bucket), _versioning),
+        encryption=fact(lambda: client.get_bucket_encryption(Bucket=bucket), _encryption),
+        logging=fact(lambda: client.get_bucket_logging(Bucket=bucket), _logging),
+        lifecycle=fact(lambda: client.get_bucket_lifecycle_configuration(Bucket=bucket), _lifecycle),
+        object_lock=fact(lambda: client.get_object_lock_configuration(Bucket=bucket), _object_lock),
+        public_access_block=fact(lambda: client.get_public_access_block(Bucket=bucket), _public_access_block),
     )
 
 
 def _fact(call: Callable[[], Mapping[str, Any]], read: Callable[[Mapping[str, Any]], T]) -> T | str:
+    """The fact ``read`` from what ``call`` answers; raises only when the endpoint did not
+    answer at all (every other failure is the fact's value)."""
     try:
         response = call()
     except ClientError as e:
@@ -161,6 +174,8 @@ def _fact(call: Callable[[], Mapping[str, Any]], read: Callable[[Mapping[str, An
         if code in _DENIED_CODES:
             return NOT_PERMITTED
         return f"error: {code or 'unknown'}"
+    except (EndpointConnectionError, ConnectTimeoutError):
+        raise
     except BotoCoreError as e:
         return f"error: {type(e).__name__}"
     return read(response)

@@ -25,6 +25,15 @@ Rules, set by the test before the scan:
   (a slow source); :meth:`FaultProxy.hold_bucket_requests` — every request on a bucket that
   names no key (ListObjectVersions, its bucket settings) is held ``seconds`` (a listing that
   hangs). :meth:`FaultProxy.reset` lets held requests go at once, unanswered (connection closed).
+- :meth:`FaultProxy.gather_gets` — GetObject requests are held until ``n`` of them are waiting
+  at once, then all ``n`` go on together, logged ``gathered``. A reader that keeps fewer in
+  flight would wait for ever: so that a failing test ends, a request held ``timeout`` seconds
+  goes on alone, logged ``ungathered``.
+- :meth:`FaultProxy.slow_down_every` — every ``k``-th GetObject answers ``503 SlowDown``.
+
+GetObject requests in flight (arrived, not yet answered) are counted: :attr:`FaultProxy.peak_in_flight`,
+and each :class:`Seen` carries the count when it arrived (itself included) and its place in the
+order of arrival (the log is in the order of answers).
 
 GetObject rules (``fail_get``, ``truncate_get``) apply in the order they were set: a request takes
 the first rule for its key that has uses left, so a truncation set before a failure cuts the
@@ -71,6 +80,8 @@ class Seen:
     range: str | None
     action: str
     status: int
+    in_flight: int = 0  # GetObject requests in flight when this one arrived, itself included
+    arrival: int = 0  # GetObject requests that arrived before it, plus one (0: not a GetObject)
 
     @property
     def is_get_object(self) -> bool:
@@ -98,6 +109,28 @@ class _Rule:
     version: str | None = None  # None: any version
 
 
+@dataclass
+class _Group:
+    event: threading.Event
+    gathered: bool = False
+
+
+@dataclass
+class _Gate:
+    n: int
+    left: int  # GetObject requests still to be gathered
+    timeout: float
+    group: _Group
+    waiting: int = 0
+
+
+@dataclass
+class _Every:
+    k: int
+    left: int  # answers still to inject
+    seen: int = 0
+
+
 def error_body(code: str, message: str) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
             "<RequestId>FAULTPROXY</RequestId><HostId>faultproxy</HostId></Error>").encode()
@@ -120,6 +153,11 @@ class FaultProxy:
         self._get_delay = 0.0
         self._bucket_delays: dict[str, float] = {}
         self._release = threading.Event()
+        self._gate: _Gate | None = None
+        self._every: _Every | None = None
+        self._in_flight = 0
+        self._arrivals = 0
+        self.peak_in_flight = 0
         self.seen: list[Seen] = []
         self.arrived: list[Seen] = []  # held requests, logged when they arrive
         proxy = self
@@ -163,6 +201,12 @@ class FaultProxy:
             self._expiry = None
             self._get_delay = 0.0
             self._bucket_delays.clear()
+            if self._gate is not None:
+                self._gate.group.event.set()
+            self._gate = None
+            self._every = None
+            self.peak_in_flight = 0
+            self._arrivals = 0
             self._release.set()
             self._release = threading.Event()
             self.seen.clear()
@@ -209,6 +253,18 @@ class FaultProxy:
         with self._lock:
             self._bucket_delays[bucket] = seconds
 
+    def gather_gets(self, n: int, *, requests: int, timeout: float = 10.0) -> None:
+        """The next ``requests`` GetObject requests are held until ``n`` of them are waiting at
+        once, then let go together. One that waits ``timeout`` seconds goes on alone, logged
+        ``ungathered``."""
+        with self._lock:
+            self._gate = _Gate(n, requests, timeout, _Group(threading.Event()))
+
+    def slow_down_every(self, k: int, *, times: int) -> None:
+        """Every ``k``-th GetObject from now on answers ``503 SlowDown`` (``times`` of them)."""
+        with self._lock:
+            self._every = _Every(k, times)
+
     # log
 
     def requests(self, bucket: str, key: str | None = None, *, get_object: bool = True) -> list[Seen]:
@@ -246,6 +302,45 @@ class FaultProxy:
             release = self._release
         return "released" if release.wait(seconds) else "delayed"
 
+    def _gather(self, seen: Seen) -> str:
+        """Hold ``seen`` as :meth:`gather_gets` says: ``""`` (no rule), ``"gathered"`` or
+        ``"ungathered"``."""
+        with self._lock:
+            gate = self._gate
+            if gate is None or not seen.is_get_object or gate.left <= 0:
+                return ""
+            gate.left -= 1
+            gate.waiting += 1
+            group = gate.group
+            if gate.waiting >= gate.n:
+                group.gathered = True
+                group.event.set()
+                gate.group = _Group(threading.Event())
+                gate.waiting = 0
+                return "gathered"
+        if group.event.wait(gate.timeout):
+            return "gathered"
+        with self._lock:
+            if group.gathered:  # gathered just as the wait ended
+                return "gathered"
+            gate.waiting -= 1
+            return "ungathered"
+
+    def _arrive(self, seen: Seen) -> tuple[int, int]:
+        """(GetObject requests in flight, this one's place in the order of arrival)."""
+        with self._lock:
+            if not seen.is_get_object:
+                return 0, 0
+            self._in_flight += 1
+            self._arrivals += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            return self._in_flight, self._arrivals
+
+    def _leave(self, seen: Seen) -> None:
+        if seen.is_get_object:
+            with self._lock:
+                self._in_flight -= 1
+
     def _expired(self, seen: Seen) -> _Expiry | None:
         """The expiry rule if it refuses ``seen``; counts the GetObject requests let through."""
         with self._lock:
@@ -262,6 +357,12 @@ class FaultProxy:
         with self._lock:
             if seen.bucket in self._denied:
                 return "denied", None
+            every = self._every
+            if seen.is_get_object and every is not None and every.left > 0:
+                every.seen += 1
+                if every.seen % every.k == 0:
+                    every.left -= 1
+                    return "failed", _Rule("fail", seen.bucket, seen.key, 0, status=503, code="SlowDown")
             if seen.is_get_object:
                 for rule in self._rules:
                     if rule.times > 0 and (rule.bucket, rule.key) == (seen.bucket, seen.key) and (
@@ -312,30 +413,39 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query, keep_blank_values=True)
         rng = self.headers.get("Range")
         probe = Seen(self.command, bucket, key, query, rng, "", 0)
-        held = self.owner._hold(probe)
+        level = self.owner._arrive(probe)
+        try:
+            self._answer(body, bucket, key, query, rng, probe, level)
+        finally:
+            self.owner._leave(probe)
+
+    def _answer(self, body: bytes, bucket: str, key: str, query: dict[str, list[str]], rng: str | None,
+                probe: Seen, level: tuple[int, int]) -> None:
+        gathered = self.owner._gather(probe)
+        held = self.owner._hold(probe) or gathered
         if held == "released":
-            self.owner._log(Seen(self.command, bucket, key, query, rng, held, 0))
+            self.owner._log(Seen(self.command, bucket, key, query, rng, held, 0, *level))
             self._cut_connection()
             return
         expiry = self.owner._expired(probe)
         if expiry is not None:
             self._error(expiry.status, expiry.code, "The provided token has expired.")
-            self.owner._log(Seen(self.command, bucket, key, query, rng, "expired", expiry.status))
+            self.owner._log(Seen(self.command, bucket, key, query, rng, "expired", expiry.status, *level))
             return
         action, rule = self.owner._decide(probe)
         if action == "forwarded" and held:
             action = held
         if action == "denied":
             self._error(403, "AccessDenied", "Access Denied")
-            self.owner._log(Seen(self.command, bucket, key, query, rng, action, 403))
+            self.owner._log(Seen(self.command, bucket, key, query, rng, action, 403, *level))
             return
         if action == "failed" and rule is not None:
             self._error(rule.status, rule.code, "injected by the fault proxy")
-            self.owner._log(Seen(self.command, bucket, key, query, rng, action, rule.status))
+            self.owner._log(Seen(self.command, bucket, key, query, rng, action, rule.status, *level))
             return
         extra = self.owner._extra_headers(probe)
         status = self._forward(body, cut=rule.after if rule is not None else None, extra=extra)
-        self.owner._log(Seen(self.command, bucket, key, query, rng, "annotated" if extra else action, status))
+        self.owner._log(Seen(self.command, bucket, key, query, rng, "annotated" if extra else action, status, *level))
 
     def _error(self, status: int, code: str, message: str) -> None:
         payload = error_body(code, message) if self.command != "HEAD" else b""
