@@ -35,14 +35,15 @@ from s3 import aws_env, panscan_command, start_moto
 AS_OF = datetime(2026, 9, 30, tzinfo=UTC)
 
 
-def inventory(client: object, rows: int) -> str:
-    """Upload a generated inventory of ``rows`` versions; returns its s3-inventory:// target."""
+def inventory(client: object, rows: int, glacier_every: int = 3) -> str:
+    """Upload a generated inventory of ``rows`` versions (one in ``glacier_every`` in GLACIER);
+    returns its s3-inventory:// target."""
     text = io.StringIO()
     out = csv.writer(text, quoting=csv.QUOTE_ALL, lineterminator="\n")
     for i in range(rows):
         modified = (AS_OF - timedelta(days=(i * 7919) % 400)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         out.writerow(["source", f"orders/{i // 1000:04d}/o{i}.csv", f"v{i}", "true", "false", "2048",
-                      modified, "0" * 32, "GLACIER" if i % 3 == 0 else "STANDARD", "false"])
+                      modified, "0" * 32, "GLACIER" if i % glacier_every == 0 else "STANDARD", "false"])
     data = gzip.compress(text.getvalue().encode())
     put = client.put_object  # type: ignore[attr-defined]
     put(Bucket="inventory", Key="inv/data/part-0.csv.gz", Body=data)

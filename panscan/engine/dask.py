@@ -47,7 +47,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any
 
@@ -59,7 +59,7 @@ except ImportError as exc:  # the runner turns this into a usage error
 
 from panscan.engine.local import EngineError
 from panscan.engine.ranges import RANGE_SIZE, SPLIT_THRESHOLD, check_sizes, merge_parts, split_item, task_bytes
-from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
+from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_tasks
 from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,11 @@ class TaskBatch:
 
 
 class TaskResults(list[TaskResult]):
-    """What :func:`scan_batch` returns: a list of ``TaskResult`` that pickles compactly."""
+    """What :func:`scan_batch` returns: a list of ``TaskResult`` that pickles compactly.
+
+    Its tasks do not travel back: the coordinator puts its own in again (:meth:`DaskEngine._finish`),
+    so a result carries the very Item the coordinator handed out.
+    """
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _unpack_results, ([_pack_result(r) for r in self],)
@@ -133,20 +137,28 @@ def _unpack_batch(packed: tuple[_Packed, ...], log_level: int) -> TaskBatch:
     return TaskBatch(tuple(_unpack_task(p) for p in packed), log_level)
 
 
+# The placeholder task of a result unpickled on the coordinator, until _finish puts the
+# coordinator's own task in.
+_NO_TASK = Task(Item("", ""))
+
+
 def _pack_result(r: TaskResult) -> _Packed:
-    res = r.result  # res.item is r.task.item: sent once, with the task
-    return (_pack_task(r.task), res.status.value, res.reason.value if res.reason else None, res.detail,
+    res = r.result
+    return (res.status.value, res.reason.value if res.reason else None, res.detail,
             res.bytes_scanned, res.findings, r.newlines_owned, r.whole_item)
 
 
 def _unpack_results(packed: list[_Packed]) -> TaskResults:
     out = TaskResults()
-    for task_packed, status, reason, detail, bytes_scanned, findings, newlines, whole in packed:
-        task = _unpack_task(task_packed)
-        result = ItemResult(task.item, Status(status), Reason(reason) if reason else None, detail,
+    for status, reason, detail, bytes_scanned, findings, newlines, whole in packed:
+        result = ItemResult(_NO_TASK.item, Status(status), Reason(reason) if reason else None, detail,
                             bytes_scanned, findings)
-        out.append(TaskResult(task, result, newlines, whole))
+        out.append(TaskResult(_NO_TASK, result, newlines, whole))
     return out
+
+
+def _with_task(task: Task, r: TaskResult) -> TaskResult:
+    return TaskResult(task, replace(r.result, item=task.item), r.newlines_owned, r.whole_item)
 
 
 # ------------------------------------------------------------------------------------------
@@ -157,7 +169,7 @@ _prepare_lock = threading.Lock()
 
 
 def scan_batch(batch: TaskBatch, ctx: WorkerContext) -> list[TaskResult]:
-    """Scan each task of ``batch`` with ``worker.scan_task``; masked results, in task order.
+    """Scan the tasks of ``batch`` with ``worker.scan_tasks``; masked results, in task order.
 
     The first call in a worker process runs ``worker.prepare_process`` (no core dumps, the
     pattern set loaded). A failure outside the tasks raises :class:`BatchFailed`.
@@ -168,12 +180,7 @@ def scan_batch(batch: TaskBatch, ctx: WorkerContext) -> list[TaskResult]:
     except Exception as exc:
         raise BatchFailed(type(exc).__name__) from None
     results = TaskResults()
-    for task in batch.tasks:
-        try:
-            results.append(scan_task(task, ctx))
-        except Exception as exc:  # scan_task does not raise by contract; a bug if it does
-            results.append(TaskResult(task, ItemResult(task.item, Status.ERROR, Reason.READ_ERROR,
-                                                       f"internal error ({type(exc).__name__})")))
+    results.extend(scan_tasks(batch.tasks, ctx))
     return results
 
 
@@ -374,7 +381,7 @@ class DaskEngine:
     # ----------------------------------------------------------------------------------------
     # Scanning.
 
-    def run(self, items: Iterable[Item | ItemResult],
+    def run(self, items: Iterable[Item | ItemResult | None],
             on_findings: Callable[[Item, tuple[Finding, ...]], None] | None = None) -> Iterator[ItemResult]:
         """Scan ``items``; yield one result per item as it completes.
 
@@ -430,7 +437,7 @@ class DaskEngine:
         if since is not None and time.monotonic() - since > _NO_WORKER_SECONDS:
             raise EngineError(f"the Dask scheduler has had no worker for {_NO_WORKER_SECONDS:.0f} s")
 
-    def _fill(self, source: Iterator[Item | ItemResult], client: Client,
+    def _fill(self, source: Iterator[Item | ItemResult | None], client: Client,
               completed: as_completed) -> Iterator[ItemResult]:
         """Submit batches up to the in-flight bound, pulling items only as they are needed."""
         while len(self._in_flight) < self._bound():
@@ -448,7 +455,7 @@ class DaskEngine:
             self._in_flight[future] = ids
             completed.add(future)
 
-    def _take(self, source: Iterator[Item | ItemResult]) -> Generator[ItemResult, None, list[int]]:
+    def _take(self, source: Iterator[Item | ItemResult | None]) -> Generator[ItemResult, None, list[int]]:
         """The task ids of the next batch, pulling items (and yielding pass-through results)
         only while the batch has room; empty when the source is done."""
         ids: list[int] = []
@@ -462,6 +469,8 @@ class DaskEngine:
                 except StopIteration:
                     self._exhausted = True
                     break
+                if nxt is None:
+                    break  # the source is waiting for an answer: send what there is
                 if isinstance(nxt, ItemResult):
                     yield nxt
                     continue
@@ -514,7 +523,7 @@ class DaskEngine:
         if future.status == "finished":
             self._failures = 0
             for task_id, result in zip(ids, outcome, strict=True):
-                yield from self._record(task_id, result)
+                yield from self._record(task_id, _with_task(self._tasks[task_id][2], result))
             return
         kind = _failure_kind(outcome)
         if self._interrupted:

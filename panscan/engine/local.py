@@ -1,11 +1,14 @@
 """The local engine: a pool of worker processes forked once, at start.
 
-Each worker has its own pipe and receives at most ``PREFETCH`` tasks at a time, which it
-answers in order; the coordinator therefore always knows which task a worker is on (the
-oldest unanswered one). A worker that dies (SIGKILL, the OOM killer, a crash in native
-code) turns exactly that task into ``error``/``WORKER_CRASHED``; the tasks queued behind it
-had not started and go back to the queue; a replacement worker is forked and the scan goes
-on. ``concurrent.futures`` is not used because one dead worker breaks its whole pool.
+Work travels in batches: one pipe message carries up to ``BATCH_TASKS`` small tasks (or one
+big one) to a worker, which answers them in order and sends their results back many per
+message (``RESULT_BATCH``, or after ``RESULT_SECONDS``, or when its batch is done); each
+worker has about two batches waiting, so it never waits for the coordinator while work is
+queued. A worker writes the id of the task it is scanning into a shared slot, so when it
+dies (SIGKILL, the OOM killer, a crash in native code) exactly that task becomes
+``error``/``WORKER_CRASHED``; the other unanswered tasks (finished but not yet sent, or not
+started) go back to the queue; a replacement worker is forked and the scan goes on.
+``concurrent.futures`` is not used because one dead worker breaks its whole pool.
 
 Backpressure: items are pulled from the (lazy) source only while fewer than
 ``workers * PREFETCH`` tasks are waiting, so a listing of millions of files is never held
@@ -29,10 +32,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import operator
 import os
 import pickle
 import signal
 import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -47,7 +53,7 @@ from panscan.engine.ranges import RANGE_SIZE as RANGE_SIZE
 from panscan.engine.ranges import SPLIT_THRESHOLD as SPLIT_THRESHOLD
 from panscan.engine.ranges import check_sizes, lines_before, shift_lines, split_item, task_bytes
 from panscan.engine.ranges import merge_parts as merge_parts
-from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_task
+from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_tasks
 from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
 
 #: Called with an item and a batch of its findings (not yet masked for display) while the
@@ -56,11 +62,25 @@ OnFindings = Callable[[Item, tuple[Finding, ...]], None]
 
 logger = logging.getLogger(__name__)
 
-#: Most tasks sent to one worker ahead of its answers (keeps it busy while the coordinator
-#: works, and lets one pipe write carry several small tasks).
-PREFETCH = 8
+#: Most tasks in one message to a worker. Small items travel many per message and their
+#: results come back many per message: one pipe round trip per item cost more than
+#: scanning a small file.
+BATCH_TASKS = 128
+#: Most bytes of tasks in one message: the bytes are read by the worker, not sent (remote
+#: objects are fetched many at a time within a batch, so a batch must hold many of them).
+BATCH_BYTES = 64 * 2**20
+#: Most tasks sent to one worker ahead of its answers: about two batches, so a worker that
+#: finishes one finds the next already waiting.
+PREFETCH = 2 * BATCH_TASKS
 #: Most bytes of tasks waiting at one worker behind the one it is scanning.
-PREFETCH_BYTES = 8 * 2**20
+PREFETCH_BYTES = 128 * 2**20
+#: How long a worker with nothing to do waits for a fuller batch while the source is still
+#: listing, rather than being sent the few items listed so far, one small batch at a time.
+IDLE_WAIT_SECONDS = 0.02
+#: A worker hands its finished results back when it has this many, when it has held the
+#: oldest for ``RESULT_SECONDS``, and when its batch is done.
+RESULT_BATCH = 64
+RESULT_SECONDS = 0.05
 # How often the coordinator looks at its interrupt flag while waiting for workers.
 _POLL_SECONDS = 0.2
 # Workers that die between tasks (not attributable to an item) are replaced; this many
@@ -94,11 +114,18 @@ class EngineError(RuntimeError):
 class _Worker:
     process: BaseProcess
     conn: Connection
-    sent: deque[int] = field(default_factory=deque)  # task ids, oldest (in progress) first
+    # The id of the task the worker is scanning (0 between tasks), written by the worker
+    # into shared memory: results come back in batches, so when a worker dies the oldest
+    # unanswered task is not necessarily the one that killed it.
+    current: Any
+    sent: deque[int] = field(default_factory=deque)  # task ids not yet answered, oldest first
+    queued_bytes: int = 0  # task bytes of ``sent``
 
 
-# The second field of a worker's message that carries a batch of findings, not a result.
+# The first field of a worker's message: a batch of findings of the task in progress, or
+# the results of finished tasks.
 _FINDINGS = "findings"
+_RESULTS = "results"
 # Batches of one range kept in memory while it waits for the ranges before it; the rest
 # go to an unnamed temporary file (masked findings only: no full number is ever written).
 _HELD_IN_MEMORY = 4
@@ -177,6 +204,10 @@ class LocalEngine:
         self._todo: deque[int] = deque()
         self._next_id = 0
         self._on_findings: OnFindings | None = None
+        #: Pipe messages that carried tasks to workers, and results or findings back.
+        self.messages_sent = 0
+        self.messages_received = 0
+        self._last_dispatch = 0.0
 
     @property
     def workers(self) -> int:
@@ -233,14 +264,15 @@ class LocalEngine:
 
     def _spawn(self) -> _Worker:
         ours, theirs = self._mp.Pipe(duplex=True)
+        current = self._mp.RawValue("q", 0)
         # The child must not keep the coordinator's ends of the other workers' pipes open,
         # or a worker would not see EOF when the coordinator goes away.
         others = [w.conn for w in self._workers] + [ours]
-        process = self._mp.Process(target=_worker_main, args=(theirs, self._ctx, others),
+        process = self._mp.Process(target=_worker_main, args=(theirs, self._ctx, others, current),
                                    name="panscan-worker", daemon=True)
         process.start()
         theirs.close()
-        return _Worker(process, ours)
+        return _Worker(process, ours, current)
 
     def _wrap_log_handlers(self) -> None:
         for i, handler in enumerate(list(self._log_to.handlers)):
@@ -263,7 +295,8 @@ class LocalEngine:
     # ----------------------------------------------------------------------------------------
     # Scanning.
 
-    def run(self, items: Iterable[Item | ItemResult], on_findings: OnFindings | None = None) -> Iterator[ItemResult]:
+    def run(self, items: Iterable[Item | ItemResult | None],
+            on_findings: OnFindings | None = None) -> Iterator[ItemResult]:
         """Scan ``items``; yield one result per item as it completes.
 
         With ``on_findings``, an item with many findings has them handed over in batches
@@ -272,7 +305,8 @@ class LocalEngine:
 
         After :meth:`interrupt`, items already handed to workers are reported as
         ``skipped``/``INTERRUPTED`` (with whatever parts of them had finished) and no more
-        items are pulled from ``items``.
+        items are pulled from ``items``. A None from ``items`` means "nothing yet": the
+        engine dispatches and collects before it asks again.
         """
         if not self._workers:
             raise RuntimeError("LocalEngine.run() before start()")
@@ -280,18 +314,26 @@ class LocalEngine:
         source = iter(items)
         exhausted = False
         while not self._interrupted:
-            self._dispatch()
-            while not exhausted and not self._interrupted and len(self._todo) < self._free_slots():
+            room = self._free_slots()
+            while not exhausted and not self._interrupted and len(self._todo) < room:
                 try:
                     nxt = next(source)
                 except StopIteration:
                     exhausted = True
                     break
+                if nxt is None:
+                    break  # the source is waiting for an answer: see to the workers meanwhile
                 if isinstance(nxt, ItemResult):
                     yield nxt
-                else:
-                    self._add_item(nxt)
+                    continue
+                self._add_item(nxt)
+                # A full batch, or a worker with nothing to do: send now rather than after
+                # the whole look-ahead is listed (a listing may be slow).
+                if len(self._todo) >= BATCH_TASKS or (len(self._todo) % 16 == 1 and self._idle_worker()
+                                                       and time.monotonic() - self._last_dispatch >= IDLE_WAIT_SECONDS):
                     self._dispatch()
+                    room = self._free_slots()
+            self._dispatch()
             if exhausted and not self._pending:
                 return
             yield from self._collect(_POLL_SECONDS)
@@ -300,9 +342,14 @@ class LocalEngine:
     def _free_slots(self) -> int:
         return sum(PREFETCH - len(w.sent) for w in self._workers)
 
+    def _idle_worker(self) -> bool:
+        return any(not w.sent for w in self._workers)
+
     def _add_item(self, item: Item) -> None:
         item_id = self._new_id()
-        tasks = self._split(item)
+        size = item.size
+        # Most items are small: one task, without building a list of one.
+        tasks = [Task(item)] if size is None or size <= self._split_threshold else self._split(item)
         self._pending[item_id] = _Pending(item, len(tasks))
         for part, task in enumerate(tasks):
             task_id = self._new_id()
@@ -317,22 +364,28 @@ class LocalEngine:
         return split_item(item, self._split_threshold, self._range_size)
 
     def _dispatch(self) -> None:
-        """Hand waiting tasks to workers, in batches: one pipe write carries several small
-        tasks, while big ones (byte ranges) queue one deep so no worker hoards them."""
+        """Hand waiting tasks to workers, many per message: a worker gets its next batch
+        while it still has about one batch to go, and never more than ``PREFETCH`` tasks or
+        ``PREFETCH_BYTES`` waiting behind the one it scans, so big tasks (byte ranges) go one
+        at a time and no worker hoards them."""
         for w in self._workers:
             if not self._todo:
                 return
-            if len(w.sent) > PREFETCH // 2:
+            if len(w.sent) > PREFETCH - BATCH_TASKS:
                 continue
-            queued = sum(self._task_bytes(t) for t in list(w.sent)[1:])
+            # Bytes waiting behind the task it scans now.
+            queued = w.queued_bytes - (self._task_bytes(w.sent[0]) if w.sent else 0)
+            batch_bytes = 0
             batch: list[int] = []
-            while self._todo and len(w.sent) + len(batch) < PREFETCH:
+            while self._todo and len(batch) < BATCH_TASKS and len(w.sent) + len(batch) < PREFETCH:
                 size = self._task_bytes(self._todo[0])
-                if w.sent or batch:  # it would wait behind another task
-                    if queued + size > PREFETCH_BYTES:
-                        break
-                    queued += size
+                if batch and batch_bytes + size > BATCH_BYTES:
+                    break
+                if (w.sent or batch) and queued + size > PREFETCH_BYTES:
+                    break  # it would wait behind others: leave it to a worker that is free
                 batch.append(self._todo.popleft())
+                batch_bytes += size
+                queued += size
             if not batch:
                 continue
             try:
@@ -341,6 +394,9 @@ class LocalEngine:
                 self._todo.extendleft(reversed(batch))
                 continue  # the worker is gone; _collect will notice and replace it
             w.sent.extend(batch)
+            w.queued_bytes += batch_bytes
+            self.messages_sent += 1
+            self._last_dispatch = time.monotonic()
 
     def _task_bytes(self, task_id: int) -> int:
         return task_bytes(self._tasks[task_id][2])
@@ -357,17 +413,22 @@ class LocalEngine:
             try:
                 while w.conn.poll():
                     message = w.conn.recv()
-                    task_id = message[0]
-                    if not w.sent or w.sent[0] != task_id:
-                        raise EngineError("a worker answered out of order")
-                    if message[1] == _FINDINGS:
-                        self._stream(task_id, message[2], message[3])
+                    self.messages_received += 1
+                    if message[0] == _FINDINGS:
+                        _, task_id, batch, bytes_read = message
+                        if not w.sent or w.sent[0] != task_id:
+                            raise EngineError("a worker answered out of order")
+                        self._stream(task_id, batch, bytes_read)
                         continue
-                    packed = message[1]
-                    w.sent.popleft()
-                    done = self._record(task_id, _unpack_result(self._tasks[task_id][2], packed))
-                    if done is not None:
-                        yield done
+                    for task_id, packed in message[1]:
+                        if not w.sent or w.sent[0] != task_id:
+                            raise EngineError("a worker answered out of order")
+                        w.sent.popleft()
+                        task = self._tasks[task_id][2]
+                        w.queued_bytes -= task_bytes(task)
+                        done = self._record(task_id, _unpack_result(task, packed))
+                        if done is not None:
+                            yield done
             except (EOFError, OSError):
                 alive = False
             if not alive or not w.process.is_alive():
@@ -382,18 +443,21 @@ class LocalEngine:
         else:
             how = f"exit status {code}"
         index = self._workers.index(w)
-        if w.sent:
-            crashed = w.sent.popleft()
+        on = w.current.value
+        if on and on in w.sent:
             logger.error("a worker process died (%s) while scanning an item; it is reported as %s",
                          how, Reason.WORKER_CRASHED)
-            # The tasks queued behind it never started: they go back to the front of the queue.
-            self._todo.extendleft(reversed(w.sent))
-            item = self._tasks[crashed][2].item
-            result = ItemResult(item, Status.ERROR, Reason.WORKER_CRASHED, f"the worker process died ({how})")
-            done = self._record(crashed, TaskResult(self._tasks[crashed][2], result))
+            # The tasks before it had finished but their results had not been sent yet, and
+            # those after it had not started: all of them go back to the front of the queue.
+            unanswered = list(w.sent)
+            self._todo.extendleft(reversed([t for t in unanswered if t != on]))
+            task = self._tasks[on][2]
+            result = ItemResult(task.item, Status.ERROR, Reason.WORKER_CRASHED, f"the worker process died ({how})")
+            done = self._record(on, TaskResult(task, result))
             if done is not None:
                 yield done
         else:
+            self._todo.extendleft(reversed(w.sent))
             self._idle_deaths += 1
             logger.warning("a worker process died between tasks (%s); starting another", how)
             if self._idle_deaths > _MAX_IDLE_DEATHS_PER_SLOT * self._n:
@@ -423,6 +487,9 @@ class LocalEngine:
     def _record(self, task_id: int, result: TaskResult) -> ItemResult | None:
         item_id, part, _ = self._tasks.pop(task_id)
         pending = self._pending[item_id]
+        if pending.parts == 1 and not pending.kept and not pending.read:
+            del self._pending[item_id]  # the common case: one task, nothing streamed
+            return result.result
         kept = pending.kept.pop(part, None)
         if kept:
             result = replace(result, result=replace(result.result, findings=(*kept, *result.result.findings)))
@@ -459,7 +526,7 @@ class LocalEngine:
             w.sent.clear()
 
 
-def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection]) -> None:
+def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection], current: Any) -> None:
     """A worker process: answer tasks from ``conn`` in order until told to stop."""
     for c in inherited:
         c.close()
@@ -468,7 +535,7 @@ def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connectio
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         prepare_process()
-        _serve(conn, ctx)
+        _serve(conn, ctx, current)
     except Exception as exc:
         # multiprocessing would print the traceback, exception text included, to stderr;
         # the type is all that may leave. The coordinator sees the exit and reports the task.
@@ -481,7 +548,67 @@ class _CoordinatorGone(BaseException):
     (a BaseException, so scan_task does not report it as the item's error)."""
 
 
-def _serve(conn: Connection, ctx: WorkerContext) -> None:
+class _Outbox:
+    """A worker's finished results, sent in batches (see ``RESULT_BATCH``).
+
+    A thread sends results held for ``RESULT_SECONDS`` even while the next task runs: the
+    coordinator counts an item done only when its result arrives, and the task after it may
+    take minutes (or hang until the scan is interrupted)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.results: list[tuple[int, _Packed]] = []
+        self.oldest = 0.0
+        self.gone = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._send_late, name="panscan-outbox", daemon=True).start()
+
+    def add(self, task_id: int, result: TaskResult) -> None:
+        packed = _pack_result(result)
+        with self._lock:
+            if not self.results:
+                self.oldest = time.monotonic()
+            self.results.append((task_id, packed))
+            if len(self.results) >= RESULT_BATCH or time.monotonic() - self.oldest >= RESULT_SECONDS:
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def send_after_results(self, message: tuple[Any, ...]) -> None:
+        """Send ``message`` after the results held (the coordinator takes answers in order)."""
+        with self._lock:
+            self._flush()
+            self._send(message)
+
+    def _flush(self) -> None:
+        if self.results:
+            results, self.results = self.results, []
+            self._send((_RESULTS, results))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self.gone:
+            raise _CoordinatorGone()
+        try:
+            self.conn.send(message)
+        except OSError:
+            self.gone = True
+            raise _CoordinatorGone() from None
+
+    def _send_late(self) -> None:
+        while not self.gone:
+            time.sleep(RESULT_SECONDS)
+            with self._lock:
+                if self.results and time.monotonic() - self.oldest >= RESULT_SECONDS:
+                    try:
+                        self._flush()
+                    except _CoordinatorGone:
+                        return
+
+
+def _serve(conn: Connection, ctx: WorkerContext, current: Any) -> None:
+    outbox = _Outbox(conn)
     while True:
         try:
             message = conn.recv()
@@ -489,26 +616,35 @@ def _serve(conn: Connection, ctx: WorkerContext) -> None:
             return  # the coordinator is gone
         if message is None:
             return
-        for task_id, packed in message:
-            task = _unpack_task(packed)
+        try:
+            _answer(message, ctx, outbox, current)
+        except _CoordinatorGone:
+            return
 
-            def emit(batch: tuple[Finding, ...], bytes_read: int, task_id: int = task_id) -> None:
-                try:
-                    conn.send((task_id, _FINDINGS, batch, bytes_read))
-                except OSError:
-                    raise _CoordinatorGone() from None
 
-            try:
-                result = scan_task(task, ctx, emit)
-            except _CoordinatorGone:
-                return
-            except Exception as exc:  # scan_task does not raise by contract; a bug if it does
-                result = TaskResult(task, ItemResult(task.item, Status.ERROR, Reason.READ_ERROR,
-                                                     f"internal error ({type(exc).__name__})"))
-            try:
-                conn.send((task_id, _pack_result(result)))
-            except OSError:
-                return
+def _answer(message: list[tuple[int, _Packed]], ctx: WorkerContext, outbox: _Outbox, current: Any) -> None:
+    """Scan one batch of tasks, their results into ``outbox`` in order."""
+    ids = [task_id for task_id, _ in message]
+    tasks = [_unpack_task(packed) for _, packed in message]
+    streamed = False
+
+    def emit(index: int, batch: tuple[Finding, ...], bytes_read: int) -> None:
+        nonlocal streamed
+        streamed = True
+        outbox.send_after_results((_FINDINGS, ids[index], batch, bytes_read))
+
+    def started(index: int) -> None:
+        current.value = ids[index]
+
+    for index, result in enumerate(scan_tasks(tasks, ctx, emit, started)):
+        current.value = 0
+        outbox.add(ids[index], result)
+        if streamed:
+            # Its findings are out already: were this worker to die before the result went,
+            # the task would run again and report them twice.
+            outbox.flush()
+            streamed = False
+    outbox.flush()
 
 
 # Tasks and results cross the pipe as tuples: pickling frozen slotted dataclasses costs
@@ -518,8 +654,11 @@ _ITEM_FIELDS = tuple(f.name for f in fields(Item))
 _Packed = tuple[Any, ...]
 
 
+_item_values = operator.attrgetter(*_ITEM_FIELDS)
+
+
 def _pack_task(task: Task) -> _Packed:
-    return (tuple(getattr(task.item, name) for name in _ITEM_FIELDS), task.start, task.end)
+    return (_item_values(task.item), task.start, task.end)
 
 
 def _unpack_task(packed: _Packed) -> Task:

@@ -136,13 +136,18 @@ def _listing(opts: RetentionOptions, walk: WalkOptions, now: float) -> Iterator[
     """The targets' records; Glacier vaults need the state (their inventories are jobs that
     span runs), which is opened only then."""
     if not any(t.startswith("glacier://") for t in opts.targets):
-        yield from enumerate_targets(opts.targets, walk, opts.latest_only)
+        yield from _records(enumerate_targets(opts.targets, walk, opts.latest_only))
         return
     from panscan.sources.glacier import GlacierOptions
 
     with open_state(opts.state) as state:
-        yield from enumerate_targets(opts.targets, walk, opts.latest_only, glacier=GlacierOptions(now=now),
-                                     state=state)
+        yield from _records(enumerate_targets(opts.targets, walk, opts.latest_only, glacier=GlacierOptions(now=now),
+                                              state=state))
+
+
+def _records(listed: Iterator[Item | ItemResult | None]) -> Iterator[Item | ItemResult]:
+    # Not waiting: enumerate_targets gives no None (the filter is for the type).
+    return (r for r in listed if r is not None)
 
 
 def _lifecycle_gaps(buckets: list[str], policy: Policy) -> list[LifecycleGap]:

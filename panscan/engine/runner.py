@@ -173,10 +173,12 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: 
                       restore: str | None = None,
                       restore_pending: Callable[[Item], bool] | None = None, *,
                       glacier: GlacierOptions | None = None,
-                      state: State | None = None) -> Iterator[Item | ItemResult]:
+                      state: State | None = None, waiting: bool = False) -> Iterator[Item | ItemResult | None]:
     """The records of every target, in the order given; runs of consecutive local paths and
     of consecutive ``s3://`` targets are each listed by their source, and an
-    ``s3-inventory://`` target takes its listing from the S3 Inventory report it names."""
+    ``s3-inventory://`` target takes its listing from the S3 Inventory report it names.
+    With ``waiting``, None stands in for a record while a listing waits for an answer (see
+    ``S3Options.waiting``); never without it."""
     # The S3 modules are imported only when a target needs them: boto3 and botocore add
     # ~0.15 s to the start-up of every local scan otherwise.
     for kind, group in groupby(targets, key=_target_kind):
@@ -185,7 +187,8 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: 
             from panscan.sources.s3 import S3Options, enumerate_s3
 
             yield from enumerate_s3(run, S3Options(latest_only=latest_only, excludes=walk.excludes,
-                                                   restore=restore, restore_pending=restore_pending))
+                                                   restore=restore, restore_pending=restore_pending,
+                                                   waiting=waiting))
         elif kind == "inventory":
             from panscan.sources.aws import client
             from panscan.sources.s3_inventory import enumerate_inventory
@@ -210,6 +213,14 @@ def _target_kind(target: str) -> str:
     if target.startswith("s3-inventory://"):
         return "inventory"
     return "path"
+
+
+def _unreachable(result: ItemResult) -> bool:
+    """Whether ``result`` is a bucket whose listing failed in transport (no answer from the
+    endpoint, after every retry): asking for its facts would only wait as long again, per
+    fact. A refusal (AccessDenied) is no such failure: the facts may still be readable."""
+    return (result.item.source == "s3" and result.status is Status.ERROR and result.reason is Reason.READ_ERROR
+            and result.item.version_id is None and result.item.size is None)
 
 
 def _report_bucket(item: Item, seen: set[str], sink: Sink, sweep: Sweep | None = None) -> None:
@@ -401,7 +412,10 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         interrupted = False
         stopped_by: str | None = None  # why the scan stopped on its own (credentials refused)
         seen_buckets: set[str] = set()
-        handed: Counter[Item] = Counter()  # items given to the engine whose result has not come back
+        # Items given to the engine whose result has not come back, by identity: an engine
+        # gives back the very Item it was given (hashing a frozen Item costs a tuple of all
+        # its fields, several times per item).
+        handed: dict[int, Item] = {}
         streamed: Counter[Item] = Counter()  # findings already reported of items still being scanned
 
         def handle_findings(item: Item, findings: tuple[Finding, ...]) -> None:
@@ -416,7 +430,8 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
 
         def handle(result: ItemResult) -> None:
             nonlocal stopped_by
-            _report_bucket(result.item, seen_buckets, sink, sweep)
+            if not _unreachable(result):
+                _report_bucket(result.item, seen_buckets, sink, sweep)
             masked, verdict = sweep.judge(mask_result(result))
             sweep.record(masked, verdict)
             tally.add(masked, verdict)
@@ -441,26 +456,27 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
                     logger.debug("scanning with %d worker processes", engine.workers)
                     listed = enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore,
                                                sweep.restore_pending if state is not None else None,
-                                               glacier=_glacier_options(opts, now, sweep), state=state)
+                                               glacier=_glacier_options(opts, now, sweep), state=state,
+                                               waiting=True)
                     if mounted:
                         listed = tag_volumes(listed, mounted)
                     try:
                         for result in engine.run(_handed_out(sweep.skip_unchanged(listed), handed),
                                                  handle_findings):
-                            if handed[result.item]:
-                                handed[result.item] -= 1
+                            handed.pop(id(result.item), None)
                             carried = 0  # an unchanged dense item's stored findings: read back in batches
                             for batch in sweep.deferred_findings(result):
                                 handle_findings(result.item, batch)
                                 carried += len(batch)
-                            streamed.pop(result.item, None)
+                            if streamed:
+                                streamed.pop(result.item, None)
                             handle(replace(result, earlier_findings=carried) if carried else result)
                     except KeyboardInterrupt:
                         # A second Ctrl-C, wherever the coordinator was (waiting for a listing
                         # page, for a worker): stop now, and account for the items the engine
                         # had taken but not finished.
                         engine.interrupt()
-                        for item in list(handed.elements()):
+                        for item in list(handed.values()):
                             found = streamed.pop(item, 0)
                             handle(ItemResult(item, Status.PARTIAL if found else Status.SKIPPED, Reason.INTERRUPTED,
                                               "the scan was interrupted", earlier_findings=found))
@@ -478,11 +494,12 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     return summary.exit_status
 
 
-def _handed_out(records: Iterable[Item | ItemResult], handed: Counter[Item]) -> Iterator[Item | ItemResult]:
-    """``records``, each item counted in ``handed`` as the engine takes it."""
+def _handed_out(records: Iterable[Item | ItemResult | None],
+                handed: dict[int, Item]) -> Iterator[Item | ItemResult | None]:
+    """``records``, each item noted in ``handed`` as the engine takes it."""
     for record in records:
         if isinstance(record, Item):
-            handed[record] += 1
+            handed[id(record)] = record
         yield record
 
 
@@ -529,7 +546,7 @@ class Engine(Protocol):
 
     def interrupt(self) -> None: ...
 
-    def run(self, items: Iterable[Item | ItemResult],
+    def run(self, items: Iterable[Item | ItemResult | None],
             on_findings: Callable[[Item, tuple[Finding, ...]], None] | None = None) -> Iterator[ItemResult]: ...
 
     def __enter__(self) -> Any: ...
@@ -570,7 +587,8 @@ def scanned_mounts(volume: Any) -> list[str]:
     return list(seen.values())
 
 
-def tag_volumes(records: Iterator[Item | ItemResult], mounted: dict[str, str]) -> Iterator[Item | ItemResult]:
+def tag_volumes(records: Iterator[Item | ItemResult | None],
+                mounted: dict[str, str]) -> Iterator[Item | ItemResult | None]:
     """``records`` with the volume id of the mount point each lies under (the longest match)."""
     points = sorted(mounted, key=len, reverse=True)
 
@@ -581,6 +599,9 @@ def tag_volumes(records: Iterator[Item | ItemResult], mounted: dict[str, str]) -
         return None
 
     for record in records:
+        if record is None:
+            yield record
+            continue
         item = record.item if isinstance(record, ItemResult) else record
         volume = volume_of(item.location) if item.source == "file" else None
         if volume is None:

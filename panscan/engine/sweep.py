@@ -39,6 +39,7 @@ from panscan.model import (
 )
 from panscan.retention import has_rules, judge
 from panscan.state import State
+from panscan.state.prune import describe
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class Sweep:
             return False
         return self.state.lookup(replace(item, location=mask_text(item.location)), self.pattern_version) is not None
 
-    def skip_unchanged(self, records: Iterable[Item | ItemResult]) -> Iterator[Item | ItemResult]:
+    def skip_unchanged(self, records: Iterable[Item | ItemResult | None]) -> Iterator[Item | ItemResult | None]:
         """``records`` with each item scanned before, unchanged, replaced by its stored result."""
         state = self.state
         if state is None:
@@ -125,7 +126,9 @@ class Sweep:
             return
         for record in records:
             if isinstance(record, Item):
-                masked = replace(record, location=mask_text(record.location))
+                location = mask_text(record.location)
+                # replace() costs more than the lookup; most names hold no number to mask.
+                masked = record if location is record.location else replace(record, location=location)
                 scanned_in = state.lookup(masked, self.pattern_version)
                 if scanned_in is not None:
                     self.unchanged += 1
@@ -141,7 +144,7 @@ class Sweep:
         """The stored findings of an unchanged item that :meth:`skip_unchanged` left out of its
         result (too many to hold at once), in batches, for the caller to handle as findings
         streamed before ``result``; nothing for any other result."""
-        scanned_in = self._deferred.pop(result.item, None)
+        scanned_in = self._deferred.pop(result.item, None) if self._deferred else None
         if scanned_in is not None and self.state is not None:
             yield from self.state.carried_findings(scanned_in, result.item, STREAM_BATCH)
 
@@ -150,7 +153,7 @@ class Sweep:
     def judge(self, result: ItemResult) -> tuple[ItemResult, RetentionVerdict | None]:
         """``result`` (masked) with its retention verdict; findings in an expired item are
         marked, and against the previous sweep."""
-        if result.item in self._streaming:
+        if self._streaming and result.item in self._streaming:
             self._streaming.discard(result.item)  # its first batch had the description's findings
         else:
             result = self._description_findings(result)
@@ -238,5 +241,12 @@ class Sweep:
         return self.state.resolved(self.id, self.previous_id, enumeration_complete)
 
     def close(self, status: str, summary: dict[str, Any], exit_status: int, finished: float) -> None:
+        """Close the sweep, then apply the policy's ``[state]`` bounds (no VACUUM: a scan should
+        not rewrite the whole file each time; later sweeps reuse the freed pages)."""
         if self.state is not None and self.id is not None:
             self.state.finish_sweep(self.id, status, summary, exit_status, finished)
+            keep, older = self.policy.state_keep, self.policy.state_prune_older_than_days
+            if keep is not None or older is not None:
+                pruned = self.state.prune(keep=keep, older_than_days=older, now=finished, vacuum=False)
+                if pruned.sweeps:
+                    logger.info("[state] bounds: %s", describe(pruned))

@@ -24,7 +24,7 @@ import os
 import resource
 import signal
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -186,7 +186,8 @@ class _Progress:
             self.emit(batch, self.bytes_read)
 
 
-def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskResult:
+def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None, *,
+              opener: Callable[[Item], BinaryIO] | None = None) -> TaskResult:
     """Scan ``task`` and return its masked result; never raises for bad input.
 
     With ``emit``, findings are handed to it in batches of :data:`STREAM_BATCH` as they are
@@ -198,12 +199,15 @@ def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskR
     when some bytes were read, keeping the findings made so far); any other exception is
     a bug and becomes ``error``/``READ_ERROR`` with only the exception's type recorded,
     because exception text may quote content.
+
+    ``opener`` replaces the source's reader for a whole-item task (:func:`scan_tasks` hands
+    it the body it fetched ahead).
     """
     _test_crash_hook(task)
     item = task.item
     progress = _Progress(emit=emit)
     try:
-        opener = _OPENERS.get(item.source)
+        opener = opener or _OPENERS.get(item.source)
         if opener is None:
             return TaskResult(task, ItemResult(item, Status.SKIPPED, Reason.UNSUPPORTED_FILE_TYPE,
                                                f"no reader for source {item.source!r}"))
@@ -222,6 +226,79 @@ def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskR
         return TaskResult(task, ItemResult(item, Status.ERROR, Reason.READ_ERROR,
                                            f"internal error ({type(exc).__name__})",
                                            progress.bytes_read, tuple(progress.findings)))
+
+
+#: Where :func:`scan_tasks` hands a batch of findings of the task at ``index`` (its place in
+#: the batch) before that task's result, with the bytes it had read by then.
+EmitAt = Callable[[int, tuple[Finding, ...], int], None]
+
+
+# Set once AWS refused this worker process's credentials: its later remote tasks are not read.
+_refused: list[str] = []
+
+# Sources whose small items sources.fetch reads ahead of the matcher.
+_FETCHED_SOURCES = frozenset({"s3"})
+
+
+def scan_tasks(tasks: Sequence[Task], ctx: WorkerContext, emit: EmitAt | None = None,
+               on_start: Callable[[int], None] | None = None) -> Iterator[TaskResult]:
+    """Scan a batch of tasks; yield one result per task, in task order, as each finishes.
+
+    This is what both engines run in a worker: one message carries many small tasks, and the
+    batch is the unit over which remote reads can be overlapped with matching. Like
+    :func:`scan_task` it never raises for bad input; a bug inside one task becomes that
+    task's ``error``/``READ_ERROR`` and the batch goes on. ``on_start(index)`` is called as
+    the task at ``index`` starts (the local engine records it, so that a worker that dies is
+    known to have died on that task).
+
+    Small S3 objects of the batch are fetched ahead of the matcher by a pool of threads
+    (``sources.fetch``), many requests in flight, bounded by bytes held and by an adaptive
+    per-bucket concurrency; each task's result is what reading it in turn would have given.
+    """
+    ahead = None
+    if not _refused and any(t.item.source in _FETCHED_SOURCES for t in tasks):
+        # Imported only for remote sources: a scan of local files never loads boto3.
+        from panscan.sources.fetch import Prefetch, eligible
+
+        ahead = Prefetch(tasks) if any(eligible(t) for t in tasks) else None
+    try:
+        for index, task in enumerate(tasks):
+            if _refused and task.item.source != "file":
+                yield TaskResult(task, ItemResult(task.item, Status.SKIPPED, Reason.INTERRUPTED,
+                                                  f"not read: {_refused[0]}"))
+                continue
+            if on_start is not None:
+                on_start(index)
+            task_emit: Emit | None = None
+            if emit is not None:
+                def task_emit(batch: tuple[Finding, ...], bytes_read: int, index: int = index) -> None:
+                    emit(index, batch, bytes_read)
+            opener = ahead.opener(index) if ahead is not None else None
+            result = _guarded(task, ctx, task_emit, opener)
+            if ahead is not None:
+                ahead.done(index)
+            if task.item.source != "file" and result.result.reason is Reason.PERMISSION_DENIED:
+                from panscan.sources.aws import credentials_problem
+
+                if credentials_problem(result.result) is not None:
+                    # Every later request of this process would be refused the same way (the
+                    # coordinator stops the scan when this result reaches it): none is sent.
+                    _refused[:] = ["AWS refused the scan's credentials"]
+                    if ahead is not None:
+                        ahead.close()
+            yield result
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _guarded(task: Task, ctx: WorkerContext, emit: Emit | None,
+             opener: Callable[[Item], BinaryIO] | None = None) -> TaskResult:
+    try:
+        return scan_task(task, ctx, emit, opener=opener)
+    except Exception as exc:  # scan_task does not raise by contract; a bug if it does
+        return TaskResult(task, ItemResult(task.item, Status.ERROR, Reason.READ_ERROR,
+                                           f"internal error ({type(exc).__name__})"))
 
 
 def _scan_description(item: Item, ctx: WorkerContext, progress: _Progress) -> None:

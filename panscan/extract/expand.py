@@ -123,8 +123,21 @@ def open_streams(
         raise ValueError("chunk_size must be positive")
     meter = meter if meter is not None else Meter()
     meter.start(limits)
-    x = _Expansion(limits, chunk_size, meter)
     direct = _in_place(raw)
+    if direct is not None and chunk_size >= MAGIC_LEN:
+        # Most files of a real tree are small plain text: when the first read holds the
+        # whole file and it is plain, it is the one stream, without the machinery below
+        # (which would yield exactly this, at several times the cost per file).
+        try:
+            head = read_full(raw, MAGIC_LEN, meter)
+        except ExtractError:
+            head = None  # the path below meets the failure again and reports it
+        if head is not None and len(head) < MAGIC_LEN and sniff(head) is Format.RAW:
+            yield Stream(None, iter((head,) if head else ()))
+            return
+        raw.seek(0)
+        meter.bytes_in = 0  # read again below, counted there
+    x = _Expansion(limits, chunk_size, meter)
     inner = x.expand(_Reader(_file_pull(raw, meter)), None, 0, direct, exact=True)
     try:
         while not x.stopped:

@@ -152,7 +152,16 @@ def _is_tar_header(head: bytes) -> bool:
     return head[257:262] == b"ustar" and tar_checksum_ok(head[:512])
 
 
+# What an identifying header looks like at the start of a line, lower-cased: a cheap
+# necessary condition checked before the header block is parsed line by line.
+_IDENTIFYING_STARTS = tuple(n + b":" for n in sorted(_IDENTIFYING))
+_IDENTIFYING_LINES = tuple(b"\n" + n for n in _IDENTIFYING_STARTS)
+
+
 def _is_email(head: bytes) -> bool:
+    lower = head.lower()
+    if not lower.startswith(_IDENTIFYING_STARTS) and not any(n in lower for n in _IDENTIFYING_LINES):
+        return False  # most files: no line starts with From:, To:, Subject:, ...
     lines = head.split(b"\n")
     if head.endswith(b"\n") or len(head) < MAGIC_LEN:
         complete = lines

@@ -37,11 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from proxy import FaultProxy
 from s3_server import MotoS3, moto_server, of_type, s3, versioned_bucket  # noqa: F401
 
+from panscan.engine.local import PREFETCH
 from panscan.match.luhn import check_digit
+from panscan.sources.fetch import MAX_CONCURRENCY
 
 CREDENTIALS_LINE = re.compile(r"AWS credentials expired \((\w+)\): .*renew them and run again")
-# The local engine's look-ahead: at most this many tasks wait at a worker (PREFETCH).
-PREFETCH = 8
+# Requests a worker may have in flight when AWS first refuses its credentials: its batch's
+# prefetch (at most the fetcher's concurrency ceiling), after which the rest of the batch is
+# not read (see worker.scan_tasks).
+IN_FLIGHT = MAX_CONCURRENCY
 
 
 def pan(n: int) -> str:
@@ -100,7 +104,7 @@ class Stored:
             self.sweeps = {row[0]: (row[1], row[2]) for row in db.execute("SELECT id, status, exit_status FROM sweeps")}
             self.items: dict[int, dict[str, tuple[str, str | None, str | None]]] = {}
             for sid, location, status, reason, detail in db.execute(
-                    "SELECT sweep_id, location, status, reason, detail FROM sweep_items"):
+                    "SELECT stored_in, location, status, reason, detail FROM results"):
                 self.items.setdefault(sid, {})[location] = (status, reason, detail)
             self.seen = {row[0] for row in db.execute("SELECT location FROM seen")}
 
@@ -173,25 +177,26 @@ OBJECTS = 60
 EXPIRE_AFTER = 8  # GetObject requests answered before the credentials run out
 
 
-def expiring_bucket(s3: MotoS3, name: str, *, cards: bool) -> None:
-    """``OBJECTS`` small objects k000..; each holds a card number when ``cards``."""
+def expiring_bucket(s3: MotoS3, name: str, *, cards: bool, objects: int = OBJECTS) -> None:
+    """``objects`` small objects k000..; each holds a card number when ``cards``."""
     versioned_bucket(s3, name)
-    for i in range(OBJECTS):
+    for i in range(objects):
         body = f"card {pan(i)}\n" if cards else f"order {i} shipped\n"
         s3.put_directly(name, f"k{i:03d}.txt", body.encode())
 
 
-def rerun_reads_only_what_was_not_done(proxy: FaultProxy, bucket: str, state: Path, done: set[str]) -> None:
+def rerun_reads_only_what_was_not_done(proxy: FaultProxy, bucket: str, state: Path, done: set[str],
+                                       objects: int = OBJECTS) -> None:
     """With good credentials again: every object not done is read once, none done is read again."""
     proxy.reset()
     code, records, err = panscan(f"s3://{bucket}", state=state)
     no_traceback(err)
     assert code == (1 if of_type(records, "finding") else 0), err[-2000:]
     items = of_type(records, "item")
-    assert len(items) == OBJECTS and {i["status"] for i in items} == {"complete"}, err[-2000:]
+    assert len(items) == objects and {i["status"] for i in items} == {"complete"}, err[-2000:]
     reads = Counter(g.key for g in proxy.requests(bucket))
     assert not set(reads) & {loc.rsplit("/", 1)[1] for loc in done}, "an object done before was read again"
-    assert set(reads) == {f"k{i:03d}.txt" for i in range(OBJECTS)} - {loc.rsplit("/", 1)[1] for loc in done}
+    assert set(reads) == {f"k{i:03d}.txt" for i in range(objects)} - {loc.rsplit("/", 1)[1] for loc in done}
     assert set(reads.values()) == {1}
     assert sum(1 for i in items if i["unchanged_since_sweep"] == 1) == len(done)
 
@@ -230,7 +235,9 @@ def test_expired_token_mid_scan_is_reported_as_such_keeps_the_state_and_a_rerun_
 
 def test_expired_credentials_stop_the_scan_with_one_line_naming_them_and_exit_2(
         proxy: FaultProxy, s3: MotoS3, tmp_path: Path) -> None:
-    expiring_bucket(s3, "expiring", cards=False)
+    # More objects than two workers' look-ahead, so that "stopped early" can be seen.
+    objects = 4 * PREFETCH
+    expiring_bucket(s3, "expiring", cards=False, objects=objects)
     proxy.expire_after(EXPIRE_AFTER)  # 400 ExpiredToken
     state = tmp_path / "state.db"
 
@@ -240,12 +247,12 @@ def test_expired_credentials_stop_the_scan_with_one_line_naming_them_and_exit_2(
     assert code == 2, err[-2000:]
     lines = [line for line in err.splitlines() if CREDENTIALS_LINE.search(line)]
     assert len(lines) == 1 and CREDENTIALS_LINE.search(lines[0]).group(1) == "ExpiredToken", err[-2000:]  # type: ignore[union-attr]
-    # Stopped at the first refusal: only the requests already queued at a worker were refused,
-    # not one per remaining object.
+    # Stopped at the first refusal: only the requests already in flight at a worker were
+    # refused, not one per remaining object.
     refused = [s for s in proxy.seen if s.action == "expired"]
-    assert len(refused) <= 2 * PREFETCH + 4, f"{len(refused)} requests sent with expired credentials"
+    assert len(refused) <= 2 * IN_FLIGHT + 4, f"{len(refused)} requests sent with expired credentials"
     items = of_type(records, "item")
-    assert 0 < len(items) <= EXPIRE_AFTER + 2 * PREFETCH + 4  # objects never handed to a worker are not listed
+    assert 0 < len(items) <= EXPIRE_AFTER + 2 * PREFETCH + 4 < objects  # objects not handed out are not listed
     assert {i["reason"] for i in items if i["status"] != "complete"} <= {"PERMISSION_DENIED", "INTERRUPTED"}
     [summary] = of_type(records, "summary")
     assert summary["interrupted"] is True and summary["exit_status"] == 2
@@ -255,7 +262,7 @@ def test_expired_credentials_stop_the_scan_with_one_line_naming_them_and_exit_2(
     assert stored.sweeps[1] == ("interrupted", 2)
     done = stored.done(1)
     assert done == {i["location"] for i in items if i["status"] == "complete"}
-    rerun_reads_only_what_was_not_done(proxy, "expiring", state, done)
+    rerun_reads_only_what_was_not_done(proxy, "expiring", state, done, objects)
 
 
 # --- a full disk under the state database -----------------------------------------------------------
@@ -379,8 +386,12 @@ def test_a_second_ctrl_c_stops_at_once_even_in_a_hung_listing_and_every_item_is_
 
     proc = start_panscan("s3://first", "s3://second", state=state)
     try:
-        wait_for(lambda: any(s.bucket == "second" for s in proxy.arrived), proc, "the coordinator is stuck "
-                 "listing the second bucket")
+        # Buckets are listed together: the second one's listing hangs from the start, while
+        # the first one's objects are read; interrupt once all of them were answered.
+        wait_for(lambda: any(s.bucket == "second" for s in proxy.arrived)
+                 and sum(1 for s in proxy.seen if s.bucket == "first" and s.method == "GET" and s.key) >= total,
+                 proc, "the first bucket read while the second one's listing hangs")
+        time.sleep(0.5)  # the last results reach the coordinator
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(1.0)  # the first Ctrl-C asks politely: the coordinator is still waiting for the listing
         stopped = time.monotonic()

@@ -117,6 +117,50 @@ def test_compressed_file_over_the_split_threshold_is_scanned_whole_exactly_once(
     assert result.bytes_scanned == path.stat().st_size
 
 
+def test_small_items_travel_to_workers_and_back_many_per_message(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    planted = set()
+    for d in range(50):
+        sub = tmp_path / f"d{d:02d}"
+        sub.mkdir()
+        for i in range(100):
+            pan = make_pan(rng) if i == 42 else None
+            (sub / f"f{i:03d}.log").write_text(f"2026-11-02 INFO order={d * 100 + i} paid\n"
+                                               + (f"card {pan}\n" if pan else ""))
+            if pan:
+                planted.add(str(sub / f"f{i:03d}.log"))
+    with LocalEngine(WorkerContext(KEY), 2) as engine:
+        results = list(engine.run(enumerate_files([str(tmp_path)], WalkOptions())))
+        sent, received = engine.messages_sent, engine.messages_received
+    assert len(results) == 5000 and len({r.item.location for r in results}) == 5000
+    assert all(r.status is Status.COMPLETE for r in results)
+    assert {r.item.location for r in results if r.findings} == planted
+    # One message per item each way would be 5,000: batches carry many.
+    assert sent <= 5000 // 20, f"{sent} messages to workers for 5,000 items"
+    assert received <= 5000 // 20, f"{received} messages from workers for 5,000 items"
+
+
+def test_worker_killed_mid_batch_reports_only_its_item_crashed_and_every_other_item_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Results travel in batches, so the oldest unanswered task is not the one a worker died
+    # on: items finished but not yet sent, and those queued behind, are scanned again.
+    rng = random.Random(8)
+    pan = make_pan(rng)
+    for i in range(600):
+        (tmp_path / f"f{i:03d}.txt").write_text(f"card {pan}\n" if i % 3 == 0 else "plain\n")
+    (tmp_path / "f300-crash-me.txt").write_text(f"card {pan}\n")
+    monkeypatch.setenv(TEST_CRASH_ENV, "crash-me")
+    with LocalEngine(WorkerContext(KEY), 1) as engine:
+        results = list(engine.run(enumerate_files([str(tmp_path)], WalkOptions())))
+    locations = [r.item.location for r in results]
+    assert len(locations) == 601 and len(set(locations)) == 601
+    [crashed] = [r for r in results if "crash-me" in r.item.location]
+    assert (crashed.status, crashed.reason) == (Status.ERROR, Reason.WORKER_CRASHED)
+    others = [r for r in results if "crash-me" not in r.item.location]
+    assert all(r.status is Status.COMPLETE for r in others)
+    assert sum(len(r.findings) for r in others) == 200
+
+
 def test_items_are_pulled_lazily_from_the_source(tmp_path: Path) -> None:
     target = tmp_path / "one.txt"
     target.write_text("nothing here\n")

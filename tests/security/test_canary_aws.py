@@ -348,16 +348,17 @@ from panscan.cli import main
 from panscan.engine import local
 
 out, target = sys.argv[1], sys.argv[2]
-real = local.scan_task
+real = local.scan_tasks
 with open(out, "w") as f:
     f.write(f"parent {resource.getrlimit(resource.RLIMIT_CORE)}\\n")
 
-def spy(task, ctx, emit=None):
+def spy(tasks, ctx, emit=None, on_start=None):
     with open(out, "a") as f:
-        f.write(f"{os.getpid()} {resource.getrlimit(resource.RLIMIT_CORE)}\\n")
-    return real(task, ctx, emit)
+        for _ in tasks:  # one line per task, as the worker is about to scan it
+            f.write(f"{os.getpid()} {resource.getrlimit(resource.RLIMIT_CORE)}\\n")
+    return real(tasks, ctx, emit, on_start)
 
-local.scan_task = spy  # workers fork from this process and call it
+local.scan_tasks = spy  # workers fork from this process and call it
 sys.exit(main(["scan", target, "--no-state", "--workers", "2"]))
 """
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from panscan.engine import local, worker
+from panscan.engine import worker
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
 from panscan.engine.worker import Emit, TaskResult, WorkerContext, scan_task
 from panscan.match.luhn import check_digit
@@ -456,14 +456,15 @@ def test_sparse_file_is_split_into_ranges_that_more_than_one_worker_scans(
     path, pan, offset = sparse_file
     journal = tmp_path / "tasks"
 
-    def scan_task_noted(task: Task, ctx: WorkerContext, emit: Emit | None = None) -> TaskResult:
-        result = scan_task(task, ctx, emit)
+    def scan_task_noted(task: Task, ctx: WorkerContext, emit: Emit | None = None, **kwargs: object) -> TaskResult:
+        result = scan_task(task, ctx, emit, **kwargs)  # type: ignore[arg-type]
         with open(journal, "a") as f:  # one short O_APPEND write per task: lines never interleave
             f.write(f"{os.getpid()} {task.start} {task.end}\n")
         return result
 
-    # The workers fork from this process and call the module's scan_task: observed, not replaced.
-    monkeypatch.setattr(local, "scan_task", scan_task_noted)
+    # The workers fork from this process and call the worker module's scan_task (through
+    # scan_tasks): observed, not replaced.
+    monkeypatch.setattr(worker, "scan_task", scan_task_noted)
     with LocalEngine(WorkerContext(KEY), 2) as engine:
         (result,) = list(engine.run(enumerate_files([str(path)], WalkOptions())))
 
