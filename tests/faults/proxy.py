@@ -51,6 +51,7 @@ import http.client
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -209,6 +210,12 @@ class FaultProxy:
             self._arrivals = 0
             self._release.set()
             self._release = threading.Event()
+        # Requests of an earlier scan still on their way (a killed scan had many in flight)
+        # would be logged after the clear and counted as the next scan's.
+        deadline = time.monotonic() + 5.0
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
             self.seen.clear()
             self.arrived.clear()
 

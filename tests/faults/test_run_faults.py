@@ -331,15 +331,18 @@ def test_a_full_disk_under_the_state_is_one_clear_error_exit_2_and_the_database_
 def test_ctrl_c_midway_prints_the_summary_marks_the_sweep_interrupted_and_a_rerun_reads_only_the_rest(
         proxy: FaultProxy, s3: MotoS3, tmp_path: Path) -> None:
     versioned_bucket(s3, "slow")
-    total = 80
+    # Each worker has many requests in flight: enough objects, each slow enough, that the
+    # scan is still midway after the first 20 were answered and their results came back.
+    total = 400
     for i in range(total):
         s3.put_directly("slow", f"k{i:03d}.txt", f"order {i} shipped\n".encode())
-    proxy.delay_get(0.05)
+    proxy.delay_get(0.1)
     state = tmp_path / "state.db"
 
     proc = start_panscan("s3://slow", state=state)
     try:
         wait_for(lambda: len(proxy.requests("slow")) >= 20, proc, "20 objects were read")
+        time.sleep(0.3)  # results travel to the coordinator in batches (at most 50 ms apart)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -12,32 +12,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from proxy import FaultProxy
 from s3_server import MotoS3, moto_server, of_type, s3  # noqa: F401
-from test_s3_faults import make_pan, masked
+from test_s3_faults import _proxy_server, make_pan, masked, proxy  # noqa: F401 (fixtures)
 
 OBJECTS = 64
 
 
-@pytest.fixture(scope="module")
-def _proxy_server(moto_server: MotoS3) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_server.endpoint) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def proxy(_proxy_server: FaultProxy, s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> FaultProxy:
-    _proxy_server.reset()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", _proxy_server.endpoint)
-    return _proxy_server
 
 
 def small_objects(s3: MotoS3, bucket: str) -> dict[str, str]:

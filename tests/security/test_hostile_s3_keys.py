@@ -39,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from s3_server import MotoS3, serving_moto, versioned_bucket
 
 from panscan.match.luhn import check_digit
+from panscan.model import Item
+from panscan.sources import s3 as s3_source
+from panscan.sources.s3 import S3Options, enumerate_s3
 
 
 class _DotAllRegexConverter(RegexConverter):
@@ -60,6 +63,8 @@ def _list_object_versions_url_encoded(self: S3Response) -> Any:
         if isinstance(result, dict):
             for entry in [*result.get("Versions", ()), *result.get("DeleteMarkers", ())]:
                 entry["Key"] = quote(entry["Key"], safe="/")
+            for entry in result.get("CommonPrefixes", ()):
+                entry["Prefix"] = quote(entry["Prefix"], safe="/")
             for name in ("Prefix", "KeyMarker", "NextKeyMarker", "Delimiter"):
                 if result.get(name):
                     result[name] = quote(result[name], safe="/")
@@ -163,3 +168,30 @@ def test_keys_with_control_characters_are_each_version_reported_once_masked_and_
     # Neither report, nor the log on stderr, holds either number in full.
     for text in (jsonl.stdout, jsonl.stderr, out, table.stderr):
         assert name_pan not in text and content_pan not in text
+
+
+PREFIX_BUCKET = "hostile-prefixes"
+PREFIXES = ["orders\n4111/", "fake\rline/", "red\x1b[31m/", "del\x7f/", "csi\u009b31m/", "invoice-\u202e/",
+            "a b+c%20\u00fc&?=/", "//"]
+
+
+def test_prefixes_with_control_characters_are_fanned_out_and_listed_whole(
+        s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = versioned_bucket(s3, PREFIX_BUCKET)
+    keys = [f"{prefix}{k}\n{chr(0x1b)}.txt" for prefix in PREFIXES for k in range(2)] + ["top\r.txt"]
+    for key in keys:
+        for v in range(100):  # 1,700 versions over 9 groups of the top level: fanned out
+            s3.put_directly(PREFIX_BUCKET, key, f"v{v}".encode())
+    c.delete_object(Bucket=PREFIX_BUCKET, Key=keys[0])
+    with monkeypatch.context() as m:
+        m.setattr(s3_source, "_fan_out_point", lambda page, prefix: None)
+        expected = list(enumerate_s3([f"s3://{PREFIX_BUCKET}"], S3Options()))
+    s3.requests.clear()
+
+    fanned = list(enumerate_s3([f"s3://{PREFIX_BUCKET}"], S3Options()))
+
+    assert sorted(fanned, key=repr) == sorted(expected, key=repr)
+    assert len(fanned) == len(set(fanned)) == 100 * len(keys)
+    assert {i.location for i in fanned if isinstance(i, Item)} == {f"s3://{PREFIX_BUCKET}/{k}" for k in keys}
+    listed = {r.query["prefix"][0] for r in s3.requests if "versions" in r.query and "prefix" in r.query}
+    assert len(listed & set(PREFIXES)) >= 2, "not fanned out"
