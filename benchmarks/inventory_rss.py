@@ -43,8 +43,16 @@ def scan(target: str, extra: list[str], env: dict[str, str], out: Path) -> tuple
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1, 2):
         raise SystemExit(f"panscan exited {code}: {err.read_text(errors='replace')[-1000:]}")
-    summary = json.loads(out.read_text().splitlines()[-1])
+    summary = json.loads(last_line(out))
     return elapsed, int(summary["items"]["total"]), usage.ru_maxrss
+
+
+def last_line(path: Path) -> str:
+    """The summary record, without reading the whole report into this process (whose peak
+    RSS the next command would inherit)."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 65536))
+        return f.read().decode().rstrip("\n").rsplit("\n", 1)[-1]
 
 
 def upload(endpoint: str, rows: int) -> str:
