@@ -270,14 +270,8 @@ class StateDB:
                 # is still transactional, just slower for concurrent readers.
                 logger.warning("state database %s: write-ahead logging unavailable, using %s journal", path, mode)
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(_BEGIN)
-            try:
+            with _transaction(conn):
                 self._check_identity(create=True)  # again, under the write lock: another process may have won
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
         except StateError:
             raise
         except _BUGS:
@@ -378,17 +372,23 @@ class StateDB:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One transaction; rolled back on any failure, sqlite3 failures become StateError."""
-        conn = self._conn
         try:
-            conn.execute(_BEGIN)
-            try:
+            with _transaction(self._conn) as conn:
                 yield conn
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
         except _BUGS:
             raise
         except sqlite3.DatabaseError as exc:
             raise self._error("write", exc) from None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back when anything fails inside or at the commit."""
+    conn.execute(_BEGIN)
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
