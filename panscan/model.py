@@ -49,6 +49,10 @@ class Reason(StrEnum):
     SOURCE_OBJECT_NO_LONGER_AVAILABLE = "SOURCE_OBJECT_NO_LONGER_AVAILABLE"  # deleted since listed
 
 
+#: The ``member`` of a finding in a Glacier archive's description (not in its content): the
+#: worker scans the description, and so does whoever collects a vault's inventory.
+DESCRIPTION_MEMBER = "(archive description)"
+
 #: S3 storage classes whose data cannot be read without a restore (GetObject fails).
 ARCHIVED_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
@@ -70,7 +74,7 @@ class Item:
     """One readable thing a source found: metadata only, no content, no open handles."""
 
     location: str  # a path, s3://bucket/key or glacier://vault/archive-id
-    source: str  # "file", "s3", "glacier"
+    source: str  # "file", "s3", "glacier", "stdin"
     size: int | None = None
     last_modified: float | None = None  # POSIX seconds, UTC
     version_id: str | None = None

@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 
-from panscan.extract.budget import ITEM_WIDE_REASONS, Limits, Meter
-from panscan.findings.mask import mask_digits, mask_text, to_finding
+from panscan.extract.budget import ITEM_WIDE_REASONS, Limits
+from panscan.findings.mask import mask_digits, mask_text
 from panscan.match.luhn import check_digit
-from panscan.match.matcher import CHUNK_SIZE, StreamScanner
-from panscan.match.patterns import load_patterns
+from panscan.match.matcher import CHUNK_SIZE
 from panscan.model import Finding, Item, Kind, Reason
 
 __all__ = [
@@ -568,34 +567,19 @@ def scan_sample(data: bytes, name: str = "sample", limits: Limits | None = None,
     first byte, by content) and the same streaming matcher, every hit masked at once, the
     member composed as the worker composes it (``member`` + ``where(offset)``).
 
-    (The worker's own loop, ``engine.worker._scan_whole``, needs a file with a descriptor
-    for its changed-during-scan check, so the loop is repeated here for bytes in memory;
-    it is the worker's loop minus that check and the byte accounting.)
+    (It is the worker's own loop, ``engine.worker.scan_streams``, without what needs a real
+    item: the changed-during-scan check and the byte accounting.)
 
     Returns the findings, and the reason code and detail when extraction stopped early
     (findings made before that are kept, as a worker keeps them).
     """
     # Imported here so the sample builders (which the benchmark reuses) do not load extraction.
-    from panscan.extract.expand import Problem, open_streams
+    from panscan.engine.worker import scan_streams
 
     limits = limits or Limits()
     key = secrets.token_bytes(32)  # fingerprints are not compared here; a throwaway key
     item = Item(location=f"selftest:{name}", source="selftest", size=len(data))
-    patterns = load_patterns()
-    findings: list[Finding] = []
-    problems: list[Problem] = []
-    for out in open_streams(io.BytesIO(data), limits, chunk_size, Meter()):
-        if isinstance(out, Problem):
-            problems.append(out)
-            continue
-        scanner = StreamScanner(patterns)
-        hits = [hit for chunk in out.chunks for hit in scanner.feed(chunk)]
-        hits += scanner.finish()
-        for hit in hits:
-            # As the worker does: a part's locator (a spreadsheet cell) is appended to the member.
-            suffix = out.where(hit.offset) if out.where is not None else None
-            member = out.member if suffix is None else f"{out.member or ''}{suffix}"
-            findings.append(to_finding(hit, item, member, key))
+    findings, problems = scan_streams(io.BytesIO(data), item, limits, chunk_size, key)
     if problems:
         # As the worker reports an item: the problem that ended the whole item if any.
         first = next((p for p in problems if p.reason in ITEM_WIDE_REASONS), problems[0])

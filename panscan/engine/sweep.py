@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from panscan.config import Policy
-from panscan.engine.worker import DESCRIPTION_MEMBER, STREAM_BATCH
+from panscan.engine.worker import STREAM_BATCH
 from panscan.findings.mask import mask_text
 from panscan.model import (
     ARCHIVED_STORAGE_CLASSES,
+    DESCRIPTION_MEMBER,
     EXPIRED,
     Finding,
     Item,

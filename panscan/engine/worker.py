@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from panscan.extract.budget import ITEM_WIDE_REASONS, ExtractError, Limits, Meter
 from panscan.extract.expand import Problem, open_streams
 from panscan.extract.sniff import MAGIC_LEN, sniff
 from panscan.findings.mask import mask_text, to_finding
-from panscan.match.matcher import CHUNK_SIZE, RANGE_OVERLAP, RawHit, StreamScanner, tune_allocator
+from panscan.match.matcher import CHUNK_SIZE, RANGE_OVERLAP, RawHit, StreamScanner, scan_bytes, tune_allocator
 from panscan.match.patterns import PatternSet, load_patterns
-from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
+from panscan.model import DESCRIPTION_MEMBER, Finding, Item, ItemResult, Reason, Status, Task
 from panscan.sources.files import SourceError, changed_since, open_file
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: Test-only hook: a worker whose task location contains this variable's value kills itself
 #: with SIGKILL before reading anything, so tests can pin the engine's crash handling.
 TEST_CRASH_ENV = "PANSCAN_TEST_CRASH_ON"
+#: Test-only hook: likewise, but the worker stops itself with SIGSTOP (stuck where its own
+#: time check never runs), so tests can pin the coordinator's deadline.
+TEST_STOP_ENV = "PANSCAN_TEST_STOP_ON"
 
 # Reasons that mean "deliberately not read" rather than "tried and failed".
 _SKIP_REASONS = frozenset({
@@ -75,8 +79,47 @@ def _open_glacier(item: Item) -> BinaryIO:
 
 _OPENERS: dict[str, Callable[[Item], BinaryIO]] = {"file": open_file, "s3": _open_s3, "glacier": _open_glacier}
 
-#: The member name of findings in a Glacier archive's description (not in its content).
-DESCRIPTION_MEMBER = "(archive description)"
+#: The member name of findings in an item's own name: a file's or directory's base name, an
+#: S3 object's whole key (S3 has no directories). User metadata, Content-Disposition and tags
+#: are under ``(metadata x-amz-meta-<name>)``, ``(metadata Content-Disposition)`` and
+#: ``(tag <key>)``.
+NAME_MEMBER = "(name)"
+
+# The prefilter before a short text (a name, a metadata value) is matched: a card number
+# needs 13 digits with at most a space or dash between two (NULs too, as UTF-16 text has),
+# so a text without 12 such digits in a row holds none. Most names have far fewer digits:
+# they then cost one regex search, not a matcher call.
+_MAY_HOLD_NUMBER = re.compile(r"[0-9](?:[ \-\x00]{0,3}[0-9]){11}")
+
+
+def _base_name(location: str) -> str:
+    return location.rpartition("/")[2]
+
+
+def _s3_key(location: str) -> str:
+    return location[len("s3://"):].partition("/")[2]
+
+
+# An item's own name, by source: what a person named it, scanned under NAME_MEMBER. Glacier
+# archives have no name (their description is scanned, under DESCRIPTION_MEMBER).
+_NAMES: dict[str, Callable[[str], str]] = {"file": _base_name, "s3": _s3_key}
+
+
+def _s3_metadata(f: BinaryIO, tags: bool) -> Iterator[tuple[str, str]]:
+    from panscan.sources.s3 import object_metadata, object_tags
+
+    for header, texts in object_metadata(f):
+        for text in texts:
+            yield f"(metadata {header})", text
+    if tags:
+        for key, value in object_tags(f):  # SourceError when refused
+            yield f"(tag {key})", key
+            yield f"(tag {key})", value
+
+
+# Texts that come with an open item besides its content, by source, as (member, text): S3
+# user metadata and Content-Disposition (on the GetObject response), and the tags when asked.
+_METADATA: dict[str, Callable[[BinaryIO, bool], Iterator[tuple[str, str]]]] = {"s3": _s3_metadata}
 
 # Sources that open an item at an offset, their first request reading from there: an S3
 # byte-range task then sends the Range GET of its own range instead of a GetObject of the
@@ -134,6 +177,7 @@ class WorkerContext:
     key: bytes = field(repr=False)  # the fingerprint key: never printed
     limits: Limits = field(default_factory=Limits)
     chunk_size: int = CHUNK_SIZE
+    tags: bool = False  # S3: scan each version's tags too (one GetObjectTagging each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +213,9 @@ STREAM_BATCH = 1000
 Emit = Callable[[tuple[Finding, ...], int], None]
 
 
+_SEEN_LIMIT = 100_000
+
+
 @dataclass
 class _Progress:
     """What a task found and read so far; survives an error so that findings made before
@@ -177,8 +224,19 @@ class _Progress:
     findings: list[Finding] = field(default_factory=list)
     bytes_read: int = 0
     emit: Emit | None = None
+    # Something of the item other than its bytes that could not be read (its S3 tags): a
+    # result that is otherwise complete is partial with this reason and detail.
+    shortfall: tuple[Reason, str] | None = None
+    # Fingerprints reported for the item, so that a backstop pass (raw bytes scanned in case
+    # a parser missed some) does not report a number the parsed text already gave. Bounded:
+    # past the bound a repeat is reported again, which loses nothing.
+    seen: set[str] = field(default_factory=set)
 
-    def add(self, finding: Finding) -> None:
+    def add(self, finding: Finding, backstop: bool = False) -> None:
+        if backstop and finding.fingerprint in self.seen:
+            return
+        if len(self.seen) < _SEEN_LIMIT:
+            self.seen.add(finding.fingerprint)
         self.findings.append(finding)
         if self.emit is not None and len(self.findings) >= STREAM_BATCH:
             batch = tuple(self.findings)
@@ -211,15 +269,17 @@ def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None, *,
         if opener is None:
             return TaskResult(task, ItemResult(item, Status.SKIPPED, Reason.UNSUPPORTED_FILE_TYPE,
                                                f"no reader for source {item.source!r}"))
+        if task.start == 0:  # one task of a split item scans its name
+            _scan_name(item, ctx, progress)
         if task.is_range:
-            return _scan_range(task, ctx, opener, progress)
+            return _short_of(_scan_range(task, ctx, opener, progress), progress)
         if item.description:
-            _scan_description(item, ctx, progress)
+            _scan_text(progress, item.description, item, DESCRIPTION_MEMBER, ctx.key)
         if item.source == "glacier" and item.job_id is None:
             return TaskResult(task, _failed(item, Reason.INVALID_OBJECT_STATE,
                                             "archive content not retrieved (use --retrieve); its description "
                                             "was scanned", progress))
-        return TaskResult(task, _scan_whole(item, ctx, opener, progress))
+        return _short_of(TaskResult(task, _scan_whole(item, ctx, opener, progress)), progress)
     except Exception as exc:  # a bug: keep what was found, drop the exception's text
         logger.error("internal error (%s) while scanning %s", type(exc).__name__, mask_text(item.location))
         logger.debug("where:\n%s", "".join(traceback.format_tb(exc.__traceback__)))
@@ -260,7 +320,7 @@ def scan_tasks(tasks: Sequence[Task], ctx: WorkerContext, emit: EmitAt | None = 
         # Imported only for remote sources: a scan of local files never loads boto3.
         from panscan.sources.fetch import Prefetch, eligible
 
-        ahead = Prefetch(tasks) if any(eligible(t) for t in tasks) else None
+        ahead = Prefetch(tasks, tags=ctx.tags) if any(eligible(t) for t in tasks) else None
     try:
         for index, task in enumerate(tasks):
             if _refused and task.item.source != "file":
@@ -301,13 +361,88 @@ def _guarded(task: Task, ctx: WorkerContext, emit: Emit | None,
                                            f"internal error ({type(exc).__name__})"))
 
 
-def _scan_description(item: Item, ctx: WorkerContext, progress: _Progress) -> None:
-    """A Glacier ArchiveDescription is often a file name or a note someone typed: scanned as
-    text of its own, its findings under :data:`DESCRIPTION_MEMBER`."""
-    scanner = StreamScanner(load_patterns())
-    data = (item.description or "").encode("utf-8", "surrogateescape")
-    _add(progress, scanner.feed(data), item, DESCRIPTION_MEMBER, ctx.key)
-    _add(progress, scanner.finish(), item, DESCRIPTION_MEMBER, ctx.key)
+def _scan_text(progress: _Progress, text: str, item: Item, member: str, key: bytes) -> None:
+    """Scan a short text that belongs to ``item`` but is not its content (its name, a metadata
+    value, a tag, a Glacier description, often a file name or a note someone typed) as a text
+    of its own, with the content's matcher; its findings are under ``member``, at offsets
+    within the text. A text with too few digits for a card number is not matched at all."""
+    if not _MAY_HOLD_NUMBER.search(text):
+        return
+    for hit in scan_bytes(text.encode("utf-8", "surrogateescape"), load_patterns()):
+        # Appended, not add()ed: add() remembers fingerprints so that a backstop pass over the
+        # content does not repeat one; a number in a name must not hide it in the content.
+        progress.findings.append(to_finding(hit, item, member, key))
+
+
+def _scan_name(item: Item, ctx: WorkerContext, progress: _Progress) -> None:
+    name_of = _NAMES.get(item.source)
+    if name_of is not None:
+        _scan_text(progress, name_of(item.location), item, NAME_MEMBER, ctx.key)
+
+
+def name_findings(location: str, name: str, key: bytes) -> tuple[Finding, ...]:
+    """The findings in ``name``, the own name of the local path at ``location`` (a directory,
+    or a path that is not read), under :data:`NAME_MEMBER`; ``()`` after one regex search for a
+    name with too few digits (the common case). The walk calls it in the coordinator (see
+    ``sources.files.WalkOptions.name_findings``): the name is in every location there anyway,
+    which ``mask_text`` matches, and only masked findings come out."""
+    progress = _Progress()
+    _scan_text(progress, name, Item(location, "file"), NAME_MEMBER, key)
+    return tuple(progress.findings)
+
+
+def _scan_metadata(item: Item, f: BinaryIO, ctx: WorkerContext, progress: _Progress) -> None:
+    """The texts that came with the open item besides its content (see :data:`_METADATA`),
+    each scanned on its own. Tags that cannot be read leave the item short of complete."""
+    texts = _METADATA.get(item.source)
+    if texts is None:
+        return
+    try:
+        for member, text in texts(f, ctx.tags):
+            _scan_text(progress, text, item, member, ctx.key)
+    except SourceError as exc:
+        progress.shortfall = exc.reason, exc.detail
+
+
+def _short_of(result: TaskResult, progress: _Progress) -> TaskResult:
+    """``result``, partial with the reason when something besides the item's bytes (its
+    tags) was not read and it is otherwise complete; a failed result keeps its own reason."""
+    if progress.shortfall is None or result.result.status is not Status.COMPLETE:
+        return result
+    reason, detail = progress.shortfall
+    return replace(result, result=replace(result.result, status=Status.PARTIAL, reason=reason,
+                                          detail=mask_text(detail)))
+
+
+def scan_streams(f: BinaryIO, item: Item, limits: Limits, chunk_size: int,
+                 key: bytes) -> tuple[list[Finding], list[Problem]]:
+    """Expand ``f`` and match every stream as a worker does (a stream's locator appended to its
+    member, a backstop pass reporting only numbers new to the item): the masked findings, and
+    the branches that stopped. For bytes without an item to account for (the self-test)."""
+    progress = _Progress()
+    problems: list[Problem] = []
+    _scan_streams(f, item, limits, chunk_size, key, Meter(), progress, problems)
+    return progress.findings, problems
+
+
+def _scan_streams(f: BinaryIO, item: Item, limits: Limits, chunk_size: int, key: bytes, meter: Meter,
+                  progress: _Progress, problems: list[Problem]) -> None:
+    patterns = load_patterns()
+    for out in open_streams(f, limits, chunk_size, meter):
+        if isinstance(out, Problem):
+            # A branch stopped; the others are still scanned (the framework decides which
+            # problems end the whole item).
+            problems.append(out)
+            continue
+        scanner = StreamScanner(patterns)
+        try:
+            for chunk in out.chunks:
+                progress.bytes_read = meter.bytes_in  # before: batches of this chunk say so
+                _add(progress, scanner.feed(chunk), item, out.member, key, out.where, out.backstop)
+        finally:
+            # Whatever was fed before a failure is still judged: findings in the part that was
+            # read are real.
+            _add(progress, scanner.finish(), item, out.member, key, out.where, out.backstop)
 
 
 def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryIO],
@@ -317,25 +452,12 @@ def _scan_whole(item: Item, ctx: WorkerContext, opener: Callable[[Item], BinaryI
     except SourceError as exc:
         return _failed(item, exc.reason, exc.detail, progress)
     with f:
+        if raw is None:  # (a range task that passes ``raw`` has scanned the metadata already)
+            _scan_metadata(item, f, ctx, progress)
         meter = Meter()
-        patterns = load_patterns()
         problems: list[Problem] = []
         try:
-            for out in open_streams(f, ctx.limits, ctx.chunk_size, meter):
-                if isinstance(out, Problem):
-                    # A branch stopped; the others are still scanned (the framework
-                    # decides which problems end the whole item).
-                    problems.append(out)
-                    continue
-                scanner = StreamScanner(patterns)
-                try:
-                    for chunk in out.chunks:
-                        progress.bytes_read = meter.bytes_in  # before: batches of this chunk say so
-                        _add(progress, scanner.feed(chunk), item, out.member, ctx.key, out.where)
-                finally:
-                    # Whatever was fed before a failure is still judged: findings in the
-                    # part that was read are real.
-                    _add(progress, scanner.finish(), item, out.member, ctx.key, out.where)
+            _scan_streams(f, item, ctx.limits, ctx.chunk_size, ctx.key, meter, progress, problems)
         except (ExtractError, SourceError) as exc:
             progress.bytes_read = meter.bytes_in
             return _failed(item, *_read_failed(item, f, exc.reason, exc.detail), progress)
@@ -372,6 +494,8 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
     except SourceError as exc:
         return TaskResult(task, _failed(item, exc.reason, exc.detail, progress))
     with f:
+        if task.start == 0:  # the first range: the item's metadata came with its first bytes
+            _scan_metadata(item, f, ctx, progress)
         try:
             f.seek(0)  # a file opened at read_from stands there
             head = f.read(MAGIC_LEN)
@@ -414,12 +538,12 @@ def _scan_range(task: Task, ctx: WorkerContext, opener: Callable[[Item], BinaryI
 
 
 def _add(progress: _Progress, hits: list[RawHit], item: Item, member: str | None, key: bytes,
-         where: Callable[[int], str | None] | None = None) -> None:
+         where: Callable[[int], str | None] | None = None, backstop: bool = False) -> None:
     # The raw hits die here: only masked findings are kept.
     for hit in hits:
         suffix = where(hit.offset) if where is not None else None
         at = member if suffix is None else f"{member or ''}{suffix}"
-        progress.add(to_finding(hit, item, at, key))
+        progress.add(to_finding(hit, item, at, key), backstop)
 
 
 def _failed(item: Item, reason: Reason, detail: str | None, progress: _Progress) -> ItemResult:
@@ -435,6 +559,9 @@ def _test_crash_hook(task: Task) -> None:
     needle = os.environ.get(TEST_CRASH_ENV)
     if needle and needle in task.item.location:
         os.kill(os.getpid(), signal.SIGKILL)
+    needle = os.environ.get(TEST_STOP_ENV)
+    if needle and needle in task.item.location:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,12 +10,16 @@ declared size and a member whose data does not match its CRC is reported
 ``MALFORMED_FILE`` after what it produced. An encrypted member raises
 ``INVALID_ENCRYPTION`` from its chunks and the other members are still read. A zip whose
 central directory cannot be read (a truncated upload) is read from its local headers as
-far as they go, then reported ``MALFORMED_FILE``.
+far as they go, then reported ``MALFORMED_FILE``. Members whose bytes overlap are refused
+before any is read. :func:`zip_unread` gives the ranges that are not member data
+(headers, directory, comments, appended data) for the framework to scan raw.
 
 ``tar_parts`` reads forward only (tar is a stream format), so a tar inside a gzip is never
-spooled. Regular files are members; symlinks, hard links, devices, FIFOs and directories
-are neither followed nor read. A header with a bad checksum or a cut-off archive raises
-``MALFORMED_FILE`` (the framework then scans what follows as raw bytes).
+spooled. Regular files (and entries of unknown types) are members; symlinks, hard links,
+devices, FIFOs and directories are neither followed nor read. Header blocks, pax records and
+padding are yielded as raw ``(tar headers)`` parts, and data after the end marker as an
+embedded part. A header with a bad checksum or a cut-off archive raises ``MALFORMED_FILE``
+(the framework then scans what follows as raw bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from panscan.extract.budget import ExtractError, Limits
@@ -78,9 +83,92 @@ def open_zip(f: BinaryIO, limits: Limits) -> zipfile.ZipFile:
             raise ExtractError(Reason.ARCHIVE_TOTAL_FILES_OVER_LIMIT,
                                f"zip central directory of {cd_size} bytes exceeds the member limit")
     try:
-        return zipfile.ZipFile(f)
+        zf = zipfile.ZipFile(f)
     except (*_ZIP_ERRORS, NotImplementedError) as e:  # NotImplementedError: "zip file version 12.7"
         raise ExtractError(Reason.MALFORMED_FILE, f"unreadable zip: {_why(e)}") from None
+    try:
+        _member_extents(zf, f)  # refuses members that share bytes before any is read
+    except ExtractError:
+        zf.close()
+        raise
+    return zf
+
+
+_OVERLAP = "zip members overlap"
+
+
+@dataclass(frozen=True)
+class ZipUnread:
+    """The bytes of a zip outside its members' data: ``structure`` (headers, the central
+    directory, comments, gaps: scanned raw) and ``after`` (where data appended after the
+    end record starts, or ``None``)."""
+
+    structure: list[tuple[int, int | None]]
+    after: int | None
+
+
+def _member_extents(zf: zipfile.ZipFile, f: BinaryIO) -> list[tuple[int, int, int]]:
+    """``(header start, data start, data end)`` of every member, in file order.
+
+    Members whose bytes overlap are refused (``MALFORMED_FILE``): that is how a zip of a
+    few kilobytes declares gigabytes ("overlapping" and "quoted overlap" bombs), and no
+    zip tool writes one. A member without a readable local header is left to the reader,
+    which reports it."""
+    extents: list[tuple[int, int, int]] = []
+    for info in zf.infolist():
+        header = _local_header(f, info.header_offset)
+        if header is None:
+            continue
+        start = header[1]
+        extents.append((info.header_offset, start, start + info.compress_size))
+    extents.sort()
+    end = -1
+    for header_at, _, data_end in extents:
+        if header_at < end:
+            raise ExtractError(Reason.MALFORMED_FILE, f"{_OVERLAP}: one member's bytes lie inside another's "
+                                                      f"(a zip bomb technique); not expanded")
+        end = data_end
+    return extents
+
+
+def zip_unread(f: BinaryIO) -> ZipUnread:
+    """What of the zip in ``f`` (seekable, at its first byte) is not a member's data."""
+    try:
+        zf = zipfile.ZipFile(f)
+    except (*_ZIP_ERRORS, NotImplementedError) as e:
+        raise ExtractError(Reason.MALFORMED_FILE, f"unreadable zip: {_why(e)}") from None
+    with zf:
+        extents = _member_extents(zf, f)
+    f.seek(0, 2)
+    size = f.tell()
+    after = _end_of_zip(f, size)
+    limit = size if after is None else after
+    structure: list[tuple[int, int | None]] = []
+    pos = 0
+    for _, data_start, data_end in extents:
+        if data_start > pos:
+            structure.append((pos, data_start))
+        pos = max(pos, data_end)
+    if pos < limit:
+        structure.append((pos, limit))
+    return ZipUnread(structure, after)
+
+
+def _end_of_zip(f: BinaryIO, size: int) -> int | None:
+    """Where the bytes after the zip's end record (and its comment) start, or ``None``
+    when the record ends the file."""
+    tail_len = min(size, _EOCD_LEN + 0xFFFF)
+    f.seek(size - tail_len)
+    tail = f.read(tail_len)
+    at = tail.rfind(_EOCD)
+    while at >= 0:
+        if len(tail) - at >= _EOCD_LEN:
+            (comment_len,) = struct.unpack_from("<H", tail, at + 20)
+            end = size - tail_len + at + _EOCD_LEN + comment_len
+            if end <= size:
+                return end if end < size else None
+        at = tail.rfind(_EOCD, 0, at)
+    return None
 
 
 def zip_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
@@ -89,7 +177,7 @@ def zip_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
     try:
         zf = open_zip(f, limits)
     except ExtractError as e:
-        if e.reason is not Reason.MALFORMED_FILE:
+        if e.reason is not Reason.MALFORMED_FILE or e.detail.startswith(_OVERLAP):
             raise
         f.seek(0)
         yield from _local_parts(f, e.detail)
@@ -99,6 +187,12 @@ def zip_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
             if info.is_dir():
                 continue
             yield Part(_member_name(info.filename), _zip_member_chunks(zf, info, f, limits), embedded=True)
+
+
+def zip_member_part(zf: zipfile.ZipFile, info: zipfile.ZipInfo, f: BinaryIO, limits: Limits) -> Part:
+    """One member of ``zf`` (opened on ``f``) as :func:`zip_parts` yields it, for handlers of
+    zip-based formats (office documents) that read some members themselves."""
+    return Part(_member_name(info.filename), _zip_member_chunks(zf, info, f, limits), embedded=True)
 
 
 def _zip_member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, f: BinaryIO,
@@ -269,26 +363,70 @@ def _why(e: BaseException) -> str:
 
 _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
-_REGULAR = frozenset({b"0", b"\0", b"7", b"S"})  # S: GNU sparse, its stored data scanned as is
 _NO_DATA = frozenset({b"1", b"2", b"3", b"4", b"5", b"6"})  # links, devices, dir, FIFO
 _META = frozenset({b"x", b"g", b"L", b"K"})  # pax, pax global, GNU long name/link
 #: pax and GNU long-name headers are read into memory whole: bound them.
 _MAX_META = 1 << 20
 
 
+_TAR_HEADERS = "(tar headers)"
+
+
 def tar_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
     """The tar's regular members as embedded parts, reading ``f`` forward only. A member
-    not read to its end is skipped over when the next part is asked for."""
+    not read to its end is skipped over when the next part is asked for.
+
+    Nothing else goes unseen: header blocks (names, link targets, owners), pax and GNU
+    long-name records and the padding after each member are yielded as raw
+    ``(tar headers)`` backstop parts, the data of entries that are not regular files
+    (unknown types) as members, and whatever follows the end-of-archive marker as an
+    embedded ``(after the tar data)`` part."""
+    headers = _Gathered()
+    try:
+        yield from _tar_members(f, headers)
+    except ExtractError:
+        if headers.size:
+            yield headers.part()  # the headers read before the failure are still scanned
+        raise
+    if headers.size:
+        yield headers.part()
+    rest = _rest(f)
+    if rest is not None:
+        yield Part("(after the tar data)", rest, embedded=True)
+
+
+class _Gathered:
+    """Header bytes gathered for a backstop scan, handed over a megabyte at a time."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        if data.strip(b"\0"):
+            self.pieces.append(data)
+            self.size += len(data)
+
+    def full(self) -> Part | None:
+        return self.part() if self.size >= _MAX_META else None
+
+    def part(self) -> Part:
+        data, self.pieces, self.size = b"".join(self.pieces), [], 0
+        return Part(_TAR_HEADERS, iter((data,)), backstop=True)
+
+
+def _tar_members(f: BinaryIO, headers: _Gathered) -> Iterator[Part]:
     pax: dict[str, str] = {}
     long_name: str | None = None
     while True:
         block = _read_exact(f, _BLOCK)
         if not block or block == _ZERO_BLOCK:
-            return  # end of archive (the second zero block and padding are not needed)
+            return  # end of archive: what follows is read by tar_parts
         if len(block) < _BLOCK:
             raise ExtractError(Reason.MALFORMED_FILE, "tar data ends early (truncated)")
         if not tar_checksum_ok(block):
             raise ExtractError(Reason.MALFORMED_FILE, "tar header checksum mismatch")
+        headers.add(block)
         typeflag = block[156:157]
         size = _tar_number(block[124:136])
         if typeflag in _META:
@@ -297,25 +435,47 @@ def tar_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
             data = _read_exact(f, _padded(size))
             if len(data) < _padded(size):
                 raise ExtractError(Reason.MALFORMED_FILE, "tar data ends early (truncated)")
+            headers.add(data)
             if typeflag == b"x":
                 pax = _parse_pax(data[:size])
             elif typeflag == b"L":
                 long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "replace")
             continue
+        if (full := headers.full()) is not None:
+            yield full
         name = pax.get("path") or long_name or _header_name(block)
         if "size" in pax:
             size = _pax_int(pax["size"])
         pax, long_name = {}, None
         if typeflag == b"S" and block[482]:
-            _skip_sparse_extensions(f)
+            _skip_sparse_extensions(f, headers)
         if typeflag in _NO_DATA:
             continue  # never followed: a link's target or a device is not this archive's data
-        if typeflag not in _REGULAR:
-            _skip(f, _padded(size))  # unknown or GNU special types: data skipped unread
-            continue
         left = [size]
+        # Regular files, and entries of types this reader does not know: their data is
+        # scanned all the same rather than skipped unseen.
         yield Part(_member_name(name), _tar_member_chunks(f, left), embedded=True)
-        _skip(f, left[0] + _padded(size) - size)
+        _skip(f, left[0])
+        headers.add(_read_exact(f, _padded(size) - size))
+        if (full := headers.full()) is not None:
+            yield full
+
+
+def _rest(f: BinaryIO) -> Iterator[bytes] | None:
+    """The bytes after a tar's end-of-archive marker, when any of them is not zero (the
+    marker's second block and the record padding are zeros)."""
+    while True:
+        data = f.read(_READ)
+        if not data:
+            return None
+        if data.strip(b"\0"):
+            return _then(data, f)
+
+
+def _then(first: bytes, f: BinaryIO) -> Iterator[bytes]:
+    yield first
+    while data := f.read(_READ):
+        yield data
 
 
 def _tar_member_chunks(f: BinaryIO, left: list[int]) -> Iterator[bytes]:
@@ -403,11 +563,12 @@ def _pax_int(value: str) -> int:
     return n
 
 
-def _skip_sparse_extensions(f: BinaryIO) -> None:
+def _skip_sparse_extensions(f: BinaryIO, headers: _Gathered) -> None:
     # Old GNU sparse headers continue in extension blocks until one says it is the last.
     while True:
         block = _read_exact(f, _BLOCK)
         if len(block) < _BLOCK:
             raise ExtractError(Reason.MALFORMED_FILE, "tar data ends early (truncated)")
+        headers.add(block)
         if not block[504]:
             return

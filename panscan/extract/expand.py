@@ -31,14 +31,24 @@ What callers may rely on:
   ``chunk_size`` (the item's own raw bytes: exactly ``chunk_size`` except the last) and
   never raise: an error while a stream is read ends that stream, and is yielded as a
   :class:`Problem` before the next stream.
+* Every byte is seen, or a :class:`Problem` says why. Bytes a parser does not account
+  for are yielded raw: a zip's headers, central directory and comments
+  (``(zip structure)``) and data after its end record (``(after the zip data)``,
+  expanded); a tar's header blocks, pax records and padding (``(tar headers)``) and what
+  follows its end marker; a compressed stream's header fields (``(gzip file name)``,
+  ``(gzip comment)``, ``(gzip extra field)``) and the bytes after its last member
+  (``(after the gzip data)``, expanded). A container whose parser fails part-way, and
+  every PDF, RTF and e-mail (whose parsers cannot say what they read), are scanned raw
+  as a whole as well. Such raw passes are ``Stream.backstop``: a number they find that
+  the item already reported is the same number, and the worker reports it once.
+  Decoded text before a decoder error is always yielded before the error.
 * A :class:`Problem` records a branch that stopped; everything yielded before it stays
   valid, and other branches are still expanded: a limit reached (depth, ratio: that
   branch; total expanded bytes, member count, time, a failing read of the item: everything
-  after it), a malformed container (its raw bytes are scanned instead when its parser
-  yielded nothing; what follows a bad tar header is scanned raw), an encrypted member, an
-  unsupported format, a container too large to spool. Each failure is reported once,
-  where it was first seen. ``open_streams`` itself raises nothing but ``ValueError`` for a
-  bad ``chunk_size`` (and whatever a bug raises).
+  after it), a malformed container (zip members whose bytes overlap are refused before
+  any is read), an encrypted member, an unsupported format, a container too large to
+  spool. Each failure is reported once, where it was first seen. ``open_streams`` itself
+  raises nothing but ``ValueError`` for a bad ``chunk_size`` (and whatever a bug raises).
 * Memory: a few chunks per open container level, plus the spooled copies of containers
   that need random access but arrive as a stream (a zip inside a tar.gz): at most
   ``max_spool_bytes`` live at once, over which the container is scanned raw
@@ -59,9 +69,16 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from panscan.extract.archive import open_zip, tar_parts, zip_parts
+from panscan.extract.archive import open_zip, tar_parts, zip_parts, zip_unread
 from panscan.extract.budget import ITEM_WIDE_REASONS, ExtractError, Limits, Meter
-from panscan.extract.compressed import DECODED_FORMATS, DEFAULT_CHUNK_SIZE, check_ratio, decoded_chunks, read_full
+from panscan.extract.compressed import (
+    DECODED_FORMATS,
+    DEFAULT_CHUNK_SIZE,
+    Leftovers,
+    check_ratio,
+    decoded_chunks,
+    read_full,
+)
 from panscan.extract.parts import Handler, Part
 from panscan.extract.sniff import MAGIC_LEN, Format, sniff, zip_flavour
 from panscan.model import Reason
@@ -78,11 +95,17 @@ logger = logging.getLogger(__name__)
 class Stream:
     """One byte stream to scan: ``member`` is its path inside containers (``None`` for the
     item itself); ``chunks`` yields its bytes in order and never raises; ``where`` maps
-    an offset in the stream to a suffix of the member (``"!C5"``), when the part has one."""
+    an offset in the stream to a suffix of the member (``"!C5"``), when the part has one.
+
+    ``backstop``: raw bytes scanned so that nothing a parser left out goes unseen (a
+    container's structure, or the whole of a document whose parser cannot say what it
+    read): a number found there that the item already reported elsewhere is the same
+    number seen twice, and callers report it once."""
 
     member: str | None
     chunks: Iterator[bytes]
     where: Callable[[int], str | None] | None = None
+    backstop: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,10 @@ _FOREIGN_HANDLERS: dict[Format, tuple[str, str]] = {
     Format.EMAIL: ("panscan.extract.mail", "mail_parts"),
 }
 _SPOOL_READ = 1 << 20
+#: Formats whose parsers cannot say which bytes they read (a PDF's streams, an RTF's groups,
+#: an email's MIME parts): their raw bytes are scanned as well, as a backstop.
+_UNACCOUNTED = frozenset({Format.PDF, Format.RTF, Format.EMAIL})
+_ZIP_FLAVOURS = frozenset({Format.ZIP, Format.OOXML, Format.ODF})
 
 
 def open_streams(
@@ -213,14 +240,18 @@ class _Reader:
         return data
 
     def read_exact(self, n: int) -> bytes:
-        """``n`` bytes, fewer only at the end."""
+        """``n`` bytes, fewer only at the end or when the source fails after some arrived
+        (what arrived is returned; the failure is raised by the next read)."""
         data = self.read(n)
         if len(data) == n or not data:
             return data
         parts = [data]
         got = len(data)
         while got < n:
-            more = self.read(n - got)
+            try:
+                more = self.read(n - got)
+            except ExtractError:
+                break  # kept in self.error: raised again by the next read
             if not more:
                 break
             parts.append(more)
@@ -238,6 +269,8 @@ class _Reader:
             if data:
                 yield data
             if not data or (exact and len(data) < size):
+                if self.error is not None:
+                    raise self.error  # a short read that was a failure, not the end
                 return
 
 
@@ -345,14 +378,30 @@ class _Expansion:
             self.problem(member, Reason.UNSUPPORTED_FILE_TYPE, "7z archives are not unpacked; raw bytes scanned")
             fmt = Format.RAW
         if fmt in DECODED_FORMATS:
-            decoded = decoded_chunks(src.read, fmt, self.limits, self.meter, self.chunk_size)
+            leftovers = Leftovers()
+            decoded = decoded_chunks(src.read, fmt, self.limits, self.meter, self.chunk_size, leftovers=leftovers)
             yield from self.expand(_Reader.of_chunks(decoded), member, depth + 1)
+            yield from self._leftovers(leftovers, src, member, depth, fmt)
         elif fmt is Format.TAR:
             yield from self._tar(src, member, depth)
         elif fmt in _HANDLED:
             yield from self._handled(src, member, depth, direct, fmt)
         else:
             yield self._stream(member, src.chunks(self.chunk_size, exact))
+
+    def _leftovers(self, leftovers: Leftovers, src: _Reader, member: str | None, depth: int,
+                   fmt: Format) -> Iterator[Stream]:
+        """What a compressed stream held besides its data: header fields as short texts of
+        their own, and bytes after its end (plain text appended to a .gz, another format)
+        expanded like a member of their own."""
+        for label, value in leftovers.fields:
+            yield self._stream(_segment(member, f"({label})"), iter((value,)))
+        if leftovers.unverified:
+            # Frames without a checksum: altered bytes would decode to other text unnoticed.
+            yield self._stream(member, self._split(iter((leftovers.unverified,))), backstop=True)
+        if leftovers.trailing is not None and not self.stopped:
+            src.unread(leftovers.trailing)
+            yield from self.expand(src, _segment(member, f"(after the {fmt} data)"), depth + 1)
 
     def _tar(self, src: _Reader, member: str | None, depth: int) -> Iterator[Stream]:
         try:
@@ -381,18 +430,54 @@ class _Expansion:
             if handler is None:  # the handler's module is not installed: scan as bytes
                 yield self._stream(member, container.raw_chunks())
                 return
-            yielded = 0
+            failed = False
             try:
                 parts = handler(container.file, self.limits)
-                for stream in self._parts(parts, member, depth, container.counter):
-                    yielded += 1
-                    yield stream
+                yield from self._parts(parts, member, depth, container.counter)
             except ExtractError as e:
                 self.record(member, e)
-                if e.reason is Reason.MALFORMED_FILE and yielded == 0 and not self.stopped:
-                    yield self._stream(member, container.raw_chunks())
+                failed = e.reason is Reason.MALFORMED_FILE
+            if self.stopped:
+                return
+            if failed or fmt in _UNACCOUNTED:
+                # The parser stopped part-way, or cannot say what it read: every byte of
+                # the container is scanned as it is, so nothing it skipped goes unseen.
+                yield self._stream(member, container.raw_chunks(), backstop=True)
+            elif fmt in _ZIP_FLAVOURS:
+                yield from self._zip_unread(container, member, depth)
         finally:
             self.spooled -= container.spooled
+
+    def _zip_unread(self, container: _Container, member: str | None, depth: int) -> Iterator[Stream]:
+        """The bytes of a zip outside its members' data: headers, the central directory,
+        comments and gaps scanned raw; data after the end record expanded like a member."""
+        f = container.file
+        try:
+            unread = zip_unread(f)
+        except ExtractError as e:
+            self.record(member, e)
+            yield self._stream(member, container.raw_chunks(), backstop=True)
+            return
+        if unread.structure:
+            yield self._stream(_segment(member, "(zip structure)"),
+                               self._ranges(f, unread.structure), backstop=True)
+        if unread.after is not None and not self.stopped:
+            child = _Reader.of_chunks(self._ranges(f, [(unread.after, None)]))
+            yield from self.expand(child, _segment(member, "(after the zip data)"), depth + 1)
+
+    def _ranges(self, f: BinaryIO, ranges: list[tuple[int, int | None]]) -> Iterator[bytes]:
+        """The bytes of ``f`` in ``ranges`` (an end of ``None``: to the end of the file),
+        one range after another."""
+        size = self.chunk_size
+        for start, end in ranges:
+            pos = start
+            while end is None or pos < end:
+                f.seek(pos)
+                data = f.read(size if end is None else min(size, end - pos))
+                if not data:
+                    break
+                pos += len(data)
+                yield data
 
     def _zip_flavour(self, f: BinaryIO, member: str | None) -> Format:
         try:
@@ -494,13 +579,13 @@ class _Expansion:
                 child = _Reader.of_chunks(self._timed(chunks))
                 yield from self.expand(child, path, depth + 1)
             else:
-                yield self._stream(path, self._split(self._timed(chunks)), part.where)
+                yield self._stream(path, self._split(self._timed(chunks)), part.where, part.backstop)
 
     # -- chunk plumbing ---------------------------------------------------------------
 
     def _stream(self, member: str | None, chunks: Iterator[bytes],
-                where: Callable[[int], str | None] | None = None) -> Stream:
-        return Stream(member, self._guard(member, chunks), where)
+                where: Callable[[int], str | None] | None = None, backstop: bool = False) -> Stream:
+        return Stream(member, self._guard(member, chunks), where, backstop)
 
     def _guard(self, member: str | None, chunks: Iterator[bytes]) -> Iterator[bytes]:
         try:
@@ -550,6 +635,10 @@ class _Expansion:
             except ExtractError:
                 counter.produced, counter.ratio_base = 0, counter.bytes_read
                 raise
+
+
+def _segment(member: str | None, name: str) -> str:
+    return name if member is None else f"{member}/{name}"
 
 
 def _read_counted(counter: _CountingRaw, n: int) -> bytes:

@@ -12,21 +12,39 @@ zip as OOXML or OpenDocument:
 
 What callers may rely on:
 
-* Every part is text (``embedded=False``), UTF-8, one line per paragraph / cell, laid out
-  as a reader sees it, so a card number split across runs or formatting tags is contiguous:
+* Every member of the package is accounted for. The members read as a document come first,
+  as text parts (below). Then every other member is yielded as an ordinary member
+  (``embedded=True``, its raw bytes, named by its path), exactly as a plain zip's members:
+  the framework sniffs and expands it, so document properties (``docProps/core.xml``,
+  ``app.xml``, ``custom.xml``, ODF ``meta.xml``, ``settings.xml``), ``customXml/``, package
+  structure (``[Content_Types].xml``, ``*.rels``, ``META-INF/manifest.xml``, ``mimetype``),
+  media, embedded objects and packages (``word/embeddings/*.xlsx``, expanded in turn) and
+  anything else in the zip (``export/cards.csv``) are scanned. After the text parts, every
+  member read as text comes again as its raw bytes in a ``backstop`` part (the framework
+  does not report a number again that the text already gave): a reader takes text nodes,
+  while attributes (alt text, tooltips, field codes) and fallback copies hold characters
+  too, and a member that could not be parsed to its end (malformed XML, a refused DTD
+  entity, a bad CRC) is seen whole; such a member's problem is raised after its bytes. A member named as
+  document text whose root element is not of the vocabulary its reader knows (a "header"
+  holding some other XML) gives no text and is an ordinary member.
+  Members are read as :func:`panscan.extract.archive.zip_parts` reads them (same member
+  count and overlap checks, encryption, compression methods, CRC and size checks).
+* Text parts are ``embedded=False``, UTF-8, one line per paragraph / cell, laid out as a
+  reader sees it, so a card number split across runs or formatting tags is contiguous:
 
   - docx: parts ``word/document.xml`` then headers, footers, footnotes, endnotes, comments,
     each named by its member path; ``w:t`` joined per ``w:p``, ``w:tab`` -> tab, ``w:br`` /
     ``w:cr`` -> newline, non-breaking hyphen -> ``-``. Text deleted with track changes on is
     still stored in the file, so it follows its paragraph on a line of its own.
     ``mc:Fallback`` copies (duplicates of ``mc:Choice``) and field instructions are
-    skipped; document properties (``docProps/``) are not read.
+    skipped; document properties (``docProps/``) are ordinary members.
   - pptx: each slide ``ppt/slides/slideN.xml`` then each notes page, in slide order,
     ``a:t`` joined per ``a:p``.
   - xlsx: one part per worksheet, named by the sheet's name in ``xl/workbook.xml``
     (worksheets the workbook does not list are named by member path); one line per
     non-empty cell: shared strings (rich-text runs joined, phonetic runs left out), inline
-    strings, numbers and formulas' cached values (never the formula). ``where(offset)``
+    strings, numbers and formulas' cached values (never the formula); then, as a part
+    ``xl/sharedStrings.xml``, the shared strings no cell showed. ``where(offset)``
     returns ``"!C5"`` for an offset inside a cell's text that holds at least 13 digits
     (every cell a card number can start in), ``None`` elsewhere.
     Numbers: an integer written plainly (``4111111111111111``) is kept as written; one in
@@ -46,25 +64,26 @@ What callers may rely on:
     Parts of an ods come from one XML stream: consume each part's chunks before asking
     for the next part (a part asked for early makes the rest of the previous one skipped).
 
-* Memory is bounded whatever the package: members are read through ``ZipFile.open`` in
-  64 KiB steps into an expat parser (``defusedxml``: entity declarations and external
-  references are refused) whose callbacks emit text as it arrives; no tree is built and
-  nothing is written to disk. Kept in memory: the xlsx shared-string table (up to
+* Memory is bounded whatever the package: members are read in steps of at most 256 KiB
+  into an expat parser (``defusedxml``: entity declarations and external references are
+  refused) whose callbacks emit text as it arrives; no tree is built and nothing is written
+  to disk. Kept in memory: the xlsx shared-string table (up to
   :data:`SHARED_STRINGS_MAX_CHARS`; strings past that are scanned as a part
-  ``xl/sharedStrings.xml`` of their own, one per line, instead of inside their cells) and
-  the offsets of cells with 13+ digits for ``where``.
-* Errors, raised as :class:`ExtractError` (from a part's chunks, or from the parts iterator
-  for what precedes every part) after everything produced before them was yielded; the
-  first error ends the package, except a broken xlsx shared-string table: the sheets are
-  still read with the strings held so far, and its error is raised after the last sheet.
-  A member whose CRC check fails loses its last few KiB (zipfile drops the read that fails).
-  Reasons: not a readable zip, malformed XML (or a DTD entity / external reference) ->
-  ``MALFORMED_FILE``; an ODF whose manifest declares encryption, or an encrypted zip member
-  -> ``INVALID_ENCRYPTION``; a member compressed with a method zipfile lacks ->
-  ``UNSUPPORTED_FILE_TYPE``; the file failing to read -> ``READ_ERROR``; more than
-  ``limits.max_expanded_bytes`` of member bytes read in total (sizes declared in the zip are
-  never trusted: bytes are counted as they come out of the decompressor) ->
-  ``ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT``, after exactly that many bytes were parsed.
+  ``xl/sharedStrings.xml`` of their own, one per line, instead of inside their cells) with
+  one byte per string (whether a cell showed it), and the offsets of cells with 13+ digits
+  for ``where``.
+* Errors, as :class:`ExtractError`. Raised from the parts iterator: not a readable zip ->
+  ``MALFORMED_FILE``; too many members or overlapping ones (see ``open_zip``); an ODF whose
+  manifest declares encryption -> ``INVALID_ENCRYPTION``, after the members stored in the
+  clear (the encrypted ones are not scanned). Raised from the chunks of a member's raw or
+  backstop part, after its bytes: malformed XML (or a DTD entity) -> ``MALFORMED_FILE``; and
+  what the archive reader raises for a member (encrypted -> ``INVALID_ENCRYPTION``, a method
+  zipfile lacks -> ``UNSUPPORTED_FILE_TYPE``, bad CRC or sizes -> ``MALFORMED_FILE``, ratio).
+  Raised from a text part's chunks, after its text, and ending the item: the file failing to
+  read -> ``READ_ERROR``; more than ``limits.max_expanded_bytes`` of member bytes parsed in
+  total (bytes are counted as they come out of the decompressor, never from the sizes the zip
+  declares) -> ``ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT``, after exactly that many bytes
+  were parsed. Raw parts are counted by the framework like any zip member's.
 """
 
 from __future__ import annotations
@@ -72,17 +91,17 @@ from __future__ import annotations
 import posixpath
 import re
 import zipfile
-import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from defusedxml.common import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
-from panscan.extract.budget import ExtractError, Limits
+from panscan.extract.archive import open_zip, zip_member_part
+from panscan.extract.budget import ITEM_WIDE_REASONS, ExtractError, Limits
 from panscan.extract.parts import Part, text_chunks
 from panscan.model import Reason
 
@@ -92,8 +111,6 @@ __all__ = ["SHARED_STRINGS_MAX_CHARS", "odf_parts", "ooxml_parts"]
 #: counts a fixed overhead). Strings past this are scanned on their own, without cell refs.
 SHARED_STRINGS_MAX_CHARS = 32 * 2**20
 _STRING_OVERHEAD = 64
-_READ_SIZE = 64 * 1024
-_CRC_TAIL = zipfile.ZipExtFile.MIN_READ_SIZE + 1
 # Fewest digits a card number has (DESIGN.md): cells with fewer cannot hold the start of a
 # hit, so their offsets need not be kept for ``where``.
 _MIN_PAN_DIGITS = 13
@@ -107,6 +124,7 @@ _MAX_SPACES = 64
 _W_NS = ("http://schemas.openxmlformats.org/wordprocessingml/2006/main", "http://purl.oclc.org/ooxml/wordprocessingml/main")
 _A_NS = ("http://schemas.openxmlformats.org/drawingml/2006/main", "http://purl.oclc.org/ooxml/drawingml/main")
 _S_NS = ("http://schemas.openxmlformats.org/spreadsheetml/2006/main", "http://purl.oclc.org/ooxml/spreadsheetml/main")
+_P_NS = ("http://schemas.openxmlformats.org/presentationml/2006/main", "http://purl.oclc.org/ooxml/presentationml/main")
 _M_NS = ("http://schemas.openxmlformats.org/officeDocument/2006/math", "http://purl.oclc.org/ooxml/officeDocument/math")
 _MC_NS = ("http://schemas.openxmlformats.org/markup-compatibility/2006",)
 _PKG_REL_NS = ("http://schemas.openxmlformats.org/package/2006/relationships",)
@@ -115,6 +133,7 @@ _ODF_TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
 _ODF_OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
 _ODF_DC = "http://purl.org/dc/elements/1.1/"
 _ODF_MANIFEST = "urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"
+_ODF_ROOT = (_ODF_OFFICE,)
 
 
 def _tags(namespaces: Iterable[str], *names: str) -> frozenset[str]:
@@ -164,93 +183,162 @@ class _Target(Protocol):
 
 
 class _Package:
-    """An open zip plus the state shared by the parts of one handler call."""
+    """An open zip plus the state shared by the parts of one handler call: which members
+    were read as text (``read``), and which could not be parsed to their end (``broken``:
+    the error to report once their raw bytes have been scanned, or ``None`` when reading
+    them again raises it by itself). :meth:`rest` accounts for every other member."""
 
     def __init__(self, f: BinaryIO, limits: Limits) -> None:
-        try:
-            self.zip = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
-            raise ExtractError(Reason.MALFORMED_FILE, f"not a readable zip: {type(e).__name__}") from None
-        except OSError as e:
-            raise ExtractError(Reason.READ_ERROR, f"reading the zip failed: {type(e).__name__}") from None
+        # The same checks as for a plain zip (member count, overlapping members...).
+        self.zip = open_zip(f, limits)
+        self.file = f
+        self.limits = limits
         self.budget = _Budget(limits.max_expanded_bytes)
         # Part names in a package are case-insensitive (OPC); writers differ in case.
         self.names = {info.filename.lower(): info for info in self.zip.infolist()}
+        self.read: set[zipfile.ZipInfo] = set()
+        self.broken: dict[zipfile.ZipInfo, ExtractError | None] = {}
 
     def info(self, name: str) -> zipfile.ZipInfo | None:
         return self.names.get(name.lower())
 
-    def open(self, info: zipfile.ZipInfo) -> IO[bytes]:
-        if info.flag_bits & 0x1:
-            raise ExtractError(Reason.INVALID_ENCRYPTION, f"{info.filename}: encrypted zip member")
-        try:
-            return self.zip.open(info)
-        except NotImplementedError:
-            raise ExtractError(Reason.UNSUPPORTED_FILE_TYPE, f"{info.filename}: unsupported compression") from None
-        except (zipfile.BadZipFile, EOFError, ValueError) as e:
-            raise ExtractError(Reason.MALFORMED_FILE, f"{info.filename}: {type(e).__name__}") from None
-        except OSError as e:
-            raise ExtractError(Reason.READ_ERROR, f"{info.filename}: {type(e).__name__}") from None
+    def member(self, info: zipfile.ZipInfo) -> Part:
+        """The member's bytes as a plain zip member: read by the archive reader, so
+        encryption, compression methods, CRC and sizes are judged as for any zip."""
+        return zip_member_part(self.zip, info, self.file, self.limits)
 
-    def parse(self, info: zipfile.ZipInfo, target: _Target, join: bool = False) -> Iterator[Any]:
+    def head(self, info: zipfile.ZipInfo, n: int) -> bytes:
+        """Up to ``n`` first bytes of a member; b"" when they cannot be read (its raw part
+        in :meth:`rest` reports why)."""
+        chunks = self.member(info).chunks
+        try:
+            return next(chunks, b"")[:n]
+        except ExtractError as e:
+            if e.reason in ITEM_WIDE_REASONS:
+                raise
+            return b""
+        finally:
+            _close(chunks)
+
+    def parse(self, info: zipfile.ZipInfo, target: _Target, join: bool = False,
+              root: tuple[str, ...] | None = None) -> Iterator[Any]:
         """Stream one member through a defused expat parser into ``target`` and yield what
         the target produces, block by block; with ``join``, consecutive strings of a block
         are joined (a sheet's text as one string per block, not a small object per cell).
-        Raises ``ExtractError`` only after yielding everything produced from the bytes
-        before the problem."""
-        parser = _parser(target)
+
+        With ``root``, a member whose root element is in none of those namespaces is not
+        what ``target`` reads (a "header" that is some other XML): it yields nothing and no
+        longer counts as read, so :meth:`rest` scans its raw bytes.
+
+        A member that cannot be parsed to its end (malformed XML, a refused DTD entity, a
+        bad CRC, encryption...) ends the generator quietly after everything produced from
+        the bytes before the problem, and is noted in ``broken`` so that :meth:`rest` scans
+        its raw bytes and then reports the problem. Only item-wide errors (the byte budget,
+        the file failing to read) are raised, after that same text."""
+        parser = _parser(target, root)
         out = target.out
-        declared = info.file_size
-        with self.open(info) as member:
+        chunks = self.member(info).chunks
+        try:
             while True:
                 failure: ExtractError | None = None
-                data = b""
-                # zipfile checks the CRC in the read that reaches the member's end and drops
-                # that read's data if it fails; it decompresses at least 4 KiB per step. So
-                # the last few KiB are read on their own: a corrupt member loses those, not a
-                # whole block. (The declared size only shapes reads; bytes are counted.)
-                if declared > _READ_SIZE + _CRC_TAIL:
-                    size = _READ_SIZE
-                elif declared > _CRC_TAIL:
-                    size = declared - _CRC_TAIL
-                else:
-                    size = _CRC_TAIL
                 try:
-                    data = member.read(size)
-                    declared -= len(data)
-                    allowed = self.budget.take(len(data))
-                    if allowed < len(data):
-                        failure = ExtractError(
-                            Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
-                            f"{info.filename}: more than {self.budget.limit} bytes expanded",
-                        )
-                        data = data[:allowed]
+                    data = next(chunks, b"")
+                except ExtractError as e:
+                    failure, data = e, b""
+                allowed = self.budget.take(len(data))
+                if allowed < len(data):
+                    failure = ExtractError(
+                        Reason.ARCHIVE_TOTAL_BYTES_EXTRACTED_OVER_LIMIT,
+                        f"more than {self.budget.limit} bytes of the package's XML expanded",
+                    )
+                    data = data[:allowed]
+                try:
                     if data:
                         parser.feed(data)
                     elif failure is None:
                         parser.close()
                 except (ParseError, DefusedXmlException) as e:
-                    failure = ExtractError(Reason.MALFORMED_FILE, f"{info.filename}: bad XML ({type(e).__name__})")
-                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-                    failure = ExtractError(Reason.MALFORMED_FILE, f"{info.filename}: {type(e).__name__}")
-                except OSError as e:
-                    failure = ExtractError(Reason.READ_ERROR, f"{info.filename}: {type(e).__name__}")
+                    # Reading the member again will not meet this one: kept to be raised
+                    # after its raw bytes.
+                    failure = ExtractError(Reason.MALFORMED_FILE, f"bad XML ({type(e).__name__})")
+                    self.broken[info] = failure
+                except _Foreign:
+                    self.read.discard(info)
+                    return
                 if out:
                     yield from _joined(out) if join else out
                     out.clear()
                 if failure is not None:
-                    raise failure
+                    if failure.reason in ITEM_WIDE_REASONS:
+                        raise failure
+                    self.broken.setdefault(info, None)
+                    return
                 if not data:
                     return
+        finally:
+            _close(chunks)
 
     def parse_small(self, name: str, target: _Target) -> list[Any]:
-        """Everything ``target`` produces for a (metadata) member; [] if it is absent."""
+        """Everything ``target`` produces for a (structure) member; [] if it is absent."""
         info = self.info(name)
         return [] if info is None else list(self.parse(info, target))
 
+    def text_part(self, info: zipfile.ZipInfo, name: str, pieces: Iterator[Any],
+                  where: Callable[[int], str | None] | None = None) -> Part:
+        """A text part made from ``info``'s parse: the member counts as read."""
+        self.read.add(info)
+        return Part(name, _text(pieces), where=where)
 
-def _parser(target: _Target) -> Any:
-    """A defusedxml parser whose element events go straight to ``target``.
+    def rest(self, skip: Iterable[str] = ()) -> Iterator[Part]:
+        """Every member (directories and the names in ``skip`` aside) not read as text, as
+        an ordinary member: its raw bytes, which the framework sniffs and expands (a csv, a
+        nested xlsx, a properties XML scanned as it is); then, of each member read as text,
+        its raw bytes as a backstop (scanned; a number its text already gave is not reported
+        again). A member that failed to parse reports
+        its problem after its raw bytes."""
+        skipped = frozenset(skip)
+        backstops: list[zipfile.ZipInfo] = []
+        for info in self.zip.infolist():
+            if info.is_dir() or info.filename in skipped:
+                continue
+            if info not in self.read:
+                yield self._raw(info)
+            else:
+                # After all text, so that what the text gave counts first. Every member read as
+                # text, not only a broken one: a reader takes text nodes, and an attribute (alt
+                # text, a hyperlink, a field code) or a fallback copy holds characters too.
+                backstops.append(info)
+        for info in backstops:
+            yield self._raw(info, backstop=True)
+
+    def _raw(self, info: zipfile.ZipInfo, backstop: bool = False) -> Part:
+        part = self.member(info)
+        error = self.broken.get(info)
+        chunks = part.chunks if error is None else _then_raise(part.chunks, error)
+        if backstop:
+            return Part(part.name, chunks, backstop=True)
+        return Part(part.name, chunks, embedded=True)
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    """Stop a member's reader before its end (frees its decompressor; the file stays open)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+def _then_raise(chunks: Iterator[bytes], error: ExtractError) -> Iterator[bytes]:
+    yield from chunks
+    raise error
+
+
+class _Foreign(Exception):
+    """The member's root element is not of the vocabulary its reader knows."""
+
+
+def _parser(target: _Target, root: tuple[str, ...] | None = None) -> Any:
+    """A defusedxml parser whose element events go straight to ``target`` (after the root
+    element's namespace was found in ``root``, when given; else :class:`_Foreign`).
 
     ``DefusedXMLParser`` installs the guards (entity declarations, external references);
     its ElementTree layer would then rename every tag and attribute and rebuild the
@@ -260,10 +348,22 @@ def _parser(target: _Target) -> Any:
     parser = DefusedXMLParser(target=target)
     expat = parser.parser
     expat.ordered_attributes = False
-    expat.StartElementHandler = target.start
+    expat.StartElementHandler = target.start if root is None else _check_root(expat, target, root)
     expat.EndElementHandler = target.end
     expat.CharacterDataHandler = target.data
     return parser
+
+
+def _check_root(expat: Any, target: _Target, namespaces: tuple[str, ...]) -> Callable[[str, dict[str, str]], None]:
+    """A start handler that checks the first (root) element, then hands over to ``target``."""
+
+    def first(tag: str, attrib: dict[str, str]) -> None:
+        if tag.rpartition("}")[0] not in namespaces:
+            raise _Foreign
+        expat.StartElementHandler = target.start
+        target.start(tag, attrib)
+
+    return first
 
 
 def _joined(items: list[Any]) -> Iterator[Any]:
@@ -458,8 +558,9 @@ def _numbered(names: Iterable[str], pattern: str) -> list[str]:
     return [name for _, name in sorted(found, key=lambda t: (len(t[0]), t[0], t[1]))]
 
 
-def _text_part(pkg: _Package, info: zipfile.ZipInfo, make_target: Callable[[], _Target]) -> Part:
-    return Part(info.filename, _text(pkg.parse(info, make_target(), join=True)))
+def _text_part(pkg: _Package, info: zipfile.ZipInfo, make_target: Callable[[], _Target],
+               root: tuple[str, ...] | None) -> Part:
+    return pkg.text_part(info, info.filename, pkg.parse(info, make_target(), join=True, root=root))
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,8 +585,9 @@ def ooxml_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
     else:
         for info in pkg.zip.infolist():
             lower = info.filename.lower()
-            if lower.endswith(".xml") and lower != "[content_types].xml":
-                yield _text_part(pkg, info, _AllText)
+            if lower.endswith(".xml") and lower != "[content_types].xml" and not info.is_dir():
+                yield _text_part(pkg, info, _AllText, None)
+    yield from pkg.rest()
 
 
 def _docx_parts(pkg: _Package, main: str) -> Iterator[Part]:
@@ -498,7 +600,7 @@ def _docx_parts(pkg: _Package, main: str) -> Iterator[Part]:
         info = pkg.info(name)
         if info is not None and info.filename not in seen:
             seen.add(info.filename)
-            yield _text_part(pkg, info, _word_text)
+            yield _text_part(pkg, info, _word_text, _W_NS)
 
 
 def _pptx_parts(pkg: _Package) -> Iterator[Part]:
@@ -508,7 +610,7 @@ def _pptx_parts(pkg: _Package) -> Iterator[Part]:
     for name in slides + notes:
         info = pkg.info(name)
         if info is not None:
-            yield _text_part(pkg, info, _drawing_text)
+            yield _text_part(pkg, info, _drawing_text, _P_NS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,10 +738,11 @@ class _SharedStrings:
 class _SheetCells:
     """Worksheet cells (``sheetData/row/c``) as lines, one per non-empty cell."""
 
-    def __init__(self, shared: list[str]) -> None:
+    def __init__(self, shared: list[str], used: bytearray) -> None:
         self.out: list[str] = []
         self.writer = _CellWriter(self.out)
         self.shared = shared
+        self.used = used
         self.c_tag, self.row_tag = _tags(_S_NS, "c"), _tags(_S_NS, "row")
         self.v_tag, self.t_tag = _tags(_S_NS, "v"), _tags(_S_NS, "t")
         self.is_tag, self.phonetic = _tags(_S_NS, "is"), _tags(_S_NS, "rPh")
@@ -702,7 +805,11 @@ class _SheetCells:
             value = _plain_number(value.strip())
         elif kind == "s":
             index = _small_int(value.strip())
-            value = self.shared[index] if index is not None and index < len(self.shared) else ""
+            if index is not None and index < len(self.shared):
+                value = self.shared[index]
+                self.used[index] = 1
+            else:
+                value = ""
         self.writer.emit(value, self._ref)
 
     def _row(self) -> int:
@@ -745,24 +852,23 @@ class _Workbook:
 
 def _xlsx_parts(pkg: _Package, workbook: str) -> Iterator[Part]:
     rels = _relationships(pkg, workbook)
-    targets = {rid: target for rid, _, target in rels}
-    deferred: ExtractError | None = None
+    # Only worksheets hold cells; chartsheets and the like listed beside them are read raw.
+    targets = {rid: target for rid, rtype, target in rels if rtype.endswith("/worksheet")}
     shared: list[str] = []
     strings = next((target for _, rtype, target in rels if rtype.endswith("/sharedStrings")), "xl/sharedStrings.xml")
     info = pkg.info(strings)
     if info is not None:
-        table = pkg.parse(info, _SharedStrings())
+        table = pkg.parse(info, _SharedStrings(), root=_S_NS)
+        pkg.read.add(info)
         held = 0
-        try:
-            for s in table:
-                shared.append(s)
-                held += len(s) + _STRING_OVERHEAD
-                if held > SHARED_STRINGS_MAX_CHARS:
-                    # The rest are scanned as a part of their own rather than held.
-                    yield Part(info.filename, _text(s + "\n" for s in table))
-                    break
-        except ExtractError as e:
-            deferred = e  # the sheets are still worth reading with the strings held so far
+        for s in table:
+            shared.append(s)
+            held += len(s) + _STRING_OVERHEAD
+            if held > SHARED_STRINGS_MAX_CHARS:
+                # The rest are scanned as a part of their own rather than held.
+                yield pkg.text_part(info, info.filename, (s + "\n" for s in table))
+                break
+    used = bytearray(len(shared))  # which held strings some cell showed
     sheets: list[tuple[str, zipfile.ZipInfo]] = []
     for name, rid in pkg.parse_small(workbook, _Workbook()):
         sheet = pkg.info(targets.get(rid, ""))
@@ -774,10 +880,13 @@ def _xlsx_parts(pkg: _Package, workbook: str) -> Iterator[Part]:
         if sheet.filename not in listed:
             sheets.append((sheet.filename, sheet))
     for name, sheet in sheets:
-        target = _SheetCells(shared)
-        yield Part(name, _text(pkg.parse(sheet, target, join=True)), where=target.writer.cells.where)
-    if deferred is not None:
-        raise deferred
+        target = _SheetCells(shared, used)
+        yield pkg.text_part(sheet, name, pkg.parse(sheet, target, join=True, root=_S_NS),
+                            where=target.writer.cells.where)
+    if info is not None and 0 in used:
+        # Strings no cell showed (left behind by an edit, or after a sheet that broke) are
+        # in the file all the same.
+        yield pkg.text_part(info, info.filename, (s + "\n" for s, u in zip(shared, used, strict=True) if not u and s))
 
 
 # --------------------------------------------------------------------------------------------
@@ -785,20 +894,23 @@ def _xlsx_parts(pkg: _Package, workbook: str) -> Iterator[Part]:
 
 
 class _Manifest:
-    """Whether any entry is encrypted, and the package's media type."""
+    """The entries that are encrypted (their paths), and the package's media type."""
 
     def __init__(self) -> None:
         self.out: list[str] = []
-        self.encrypted = False
+        self.encrypted: set[str] = set()
         self.media_type = ""
+        self.current = ""
         self.entry, self.encryption = _tag(_ODF_MANIFEST, "file-entry"), _tag(_ODF_MANIFEST, "encryption-data")
         self.path, self.type = _tag(_ODF_MANIFEST, "full-path"), _tag(_ODF_MANIFEST, "media-type")
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         if tag == self.encryption:
-            self.encrypted = True
-        elif tag == self.entry and attrib.get(self.path) == "/":
-            self.media_type = attrib.get(self.type, "")
+            self.encrypted.add(self.current)
+        elif tag == self.entry:
+            self.current = attrib.get(self.path, "")
+            if self.current == "/":
+                self.media_type = attrib.get(self.type, "")
 
     def end(self, tag: str) -> None:
         pass
@@ -946,26 +1058,30 @@ def _repeat(value: str | None) -> int:
 
 
 def odf_parts(f: BinaryIO, limits: Limits) -> Iterator[Part]:
-    """Text parts of an odt, ods or odp; see the module docstring."""
+    """Text parts of an odt, ods or odp, then every other member; see the module docstring."""
     pkg = _Package(f, limits)
     manifest = _Manifest()
     pkg.parse_small("META-INF/manifest.xml", manifest)
     if manifest.encrypted:
+        # Ciphertext is not worth scanning; what is stored in the clear (mimetype,
+        # manifest, thumbnail...) is.
+        yield from pkg.rest(skip=manifest.encrypted)
         raise ExtractError(Reason.INVALID_ENCRYPTION, "OpenDocument package is encrypted")
     media_type = manifest.media_type
     mimetype = pkg.info("mimetype")
     if mimetype is not None and mimetype.file_size < 256:
-        with pkg.open(mimetype) as fp:
-            media_type = fp.read(256).decode("ascii", "replace").strip() or media_type
+        media_type = pkg.head(mimetype, 256).decode("ascii", "replace").strip() or media_type
     content = pkg.info("content.xml")
     if content is not None:
         if "spreadsheet" in media_type:
-            yield from _split_sheets(pkg.parse(content, _OdsCells(), join=True))
+            pkg.read.add(content)
+            yield from _split_sheets(pkg.parse(content, _OdsCells(), join=True, root=_ODF_ROOT))
         else:
-            yield _text_part(pkg, content, _OdfText)
+            yield _text_part(pkg, content, _OdfText, _ODF_ROOT)
     styles = pkg.info("styles.xml")
     if styles is not None:
-        yield _text_part(pkg, styles, _OdfText)
+        yield _text_part(pkg, styles, _OdfText, _ODF_ROOT)
+    yield from pkg.rest()
 
 
 def _split_sheets(pieces: Iterator[Any]) -> Iterator[Part]:

@@ -39,6 +39,9 @@ class Part:
     chunks: Iterator[bytes]
     embedded: bool = False
     where: Callable[[int], str | None] | None = None
+    #: Raw bytes of the container's own structure (headers, padding), scanned so that no
+    #: byte goes unseen; see :attr:`panscan.extract.expand.Stream.backstop`.
+    backstop: bool = False
 
 
 #: ``handler(f, limits) -> parts``: ``f`` is positioned at the container's first byte.
@@ -50,25 +53,29 @@ def text_chunks(pieces: Iterator[str], chunk_size: int = 1 << 20) -> Iterator[by
 
     If ``pieces`` raises, the text gathered so far is yielded first, then the error propagates.
     """
-    buf: list[bytes] = []
-    size = 0
+    return gathered((piece.encode("utf-8", "surrogatepass") for piece in pieces), chunk_size)
+
+
+def gathered(pieces: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """``pieces`` joined into chunks of at most ``size`` bytes (a single larger piece is
+    handed on as it is). If ``pieces`` raises, what was gathered is yielded first: a limit or
+    a malformed container ends the stream, and the text before it is still scanned."""
+    held: list[bytes] = []
+    total = 0
     try:
         for piece in pieces:
-            data = piece.encode("utf-8", "surrogatepass")
-            if not data:
+            if not piece:
                 continue
-            buf.append(data)
-            size += len(data)
-            if size >= chunk_size:
-                yield b"".join(buf)
-                buf, size = [], 0
+            if total + len(piece) > size and held:
+                yield b"".join(held)
+                held, total = [], 0
+            held.append(piece)
+            total += len(piece)
     except GeneratorExit:
         raise  # the consumer stopped reading: nothing more to hand over
     except Exception:
-        # A limit or a malformed container: the text gathered so far is real and is still
-        # scanned before the error travels on.
-        if buf:
-            yield b"".join(buf)
+        if held:
+            yield b"".join(held)
         raise
-    if buf:
-        yield b"".join(buf)
+    if held:
+        yield b"".join(held)

@@ -16,7 +16,8 @@
   pypdf's cache of parsed objects) or one attachment, and the bytes pypdf reads from ``f``
   for a part are read while that part is produced (the framework's ratio check is per part).
 * Text is what pypdf's ``extract_text()`` gives: an image-only (scanned) page has none, and
-  a content stream pypdf cannot decode is skipped silently by pypdf (non-strict mode).
+  a content stream pypdf cannot decode is skipped silently by pypdf (non-strict mode);
+  the framework therefore scans every PDF's raw bytes as well (a backstop pass).
 * Errors, all :class:`~panscan.extract.budget.ExtractError`, nothing else:
 
   - encrypted and not readable with the empty user password (or with an encryption handler
