@@ -15,7 +15,10 @@ What callers may rely on:
   read in the fetching thread (:meth:`sources.s3.S3Object.load`): the same ``SourceError``
   on open, the same :class:`~sources.s3.S3Object` whose reads then send no request, and the
   same read failure (raised at the same offset), ETag mismatch and ``read_failure`` account
-  afterwards. Bodies stay in this process's memory, never on disk.
+  afterwards, and the same metadata of the GetObject response (``sources.s3.object_metadata``),
+  kept with the body. With ``tags``, the version's tags are asked for in the fetching thread
+  too (one GetObjectTagging each), so that request overlaps the matcher as well. Bodies stay
+  in this process's memory, never on disk.
 * Memory is bounded: the bodies fetched and not yet matched total at most
   :data:`BYTES_IN_FLIGHT` (one object is always allowed), and at most :data:`MAX_AHEAD` of
   them are held.
@@ -192,8 +195,9 @@ def eligible(task: Task) -> bool:
             and item.size <= PREFETCH_MAX)
 
 
-def _fetch(item: Item) -> BinaryIO:
-    """``item`` opened and read whole, in a fetching thread, within its bucket's limit."""
+def _fetch(item: Item, tags: bool = False) -> BinaryIO:
+    """``item`` opened and read whole (with ``tags``, its tags asked for too), in a fetching
+    thread, within its bucket's limit."""
     from panscan.sources import aws
     from panscan.sources.s3 import S3Object, open_s3, split_location
 
@@ -220,6 +224,8 @@ def _fetch(item: Item) -> BinaryIO:
             raise
         if isinstance(f, S3Object):
             f.load()
+            if tags:
+                f.load_tags()
         return f
     finally:
         throttled = _slot.throttled
@@ -237,11 +243,14 @@ class Prefetch:
 
     For each task in turn, :meth:`opener` gives the reader to open it with (None: open it
     as usual), then :meth:`done` frees what it held and lets later tasks be fetched. Use as
-    a context manager: leaving it drops whatever was fetched and not taken.
+    a context manager: leaving it drops whatever was fetched and not taken. With ``tags``,
+    each object's tags are fetched with it.
     """
 
-    def __init__(self, tasks: Sequence[Task], budget: int = BYTES_IN_FLIGHT, ahead: int = MAX_AHEAD) -> None:
+    def __init__(self, tasks: Sequence[Task], budget: int = BYTES_IN_FLIGHT, ahead: int = MAX_AHEAD, *,
+                 tags: bool = False) -> None:
         self._tasks = tasks
+        self._tags = tags
         self._budget = budget
         self._ahead = ahead
         self._futures: dict[int, Future[BinaryIO]] = {}
@@ -263,7 +272,7 @@ class Prefetch:
                 cost = task.item.size or 0
                 if self._futures and self._held + cost > self._budget:
                     return
-                self._futures[self._next] = _here().pool.submit(_fetch, task.item)
+                self._futures[self._next] = _here().pool.submit(_fetch, task.item, self._tags)
                 self._cost[self._next] = cost
                 self._held += cost
             self._next += 1

@@ -9,7 +9,15 @@ What callers may rely on:
   ``PATH_MAX``) cost little memory, no recursion and time linear in the tree's size.
 * Every path it meets becomes exactly one record: an ``Item`` for each regular file, or an
   ``ItemResult`` saying why a path is not read (reasons below). Nothing is skipped silently.
-  Directories that are descended produce no record of their own.
+  Directories that are descended produce no record of their own, except one whose own name
+  holds a card number (with ``WalkOptions.name_findings``; the target directory included):
+  it is one ``complete`` ``ItemResult`` of 0 bytes carrying those findings (member
+  ``(name)``), whatever number of files lies under it, and no size or time (a directory's
+  name is not data with an age). A directory that cannot be listed keeps its error record,
+  which then carries the name's findings, and so does the record of every other path not
+  read (a link not followed, a FIFO...), excluded paths apart. A name whose scan fails (a bug
+  in the matcher) makes its path's record ``error``/``READ_ERROR``; the walk goes on. Regular
+  files' names are scanned by the worker that reads them.
 * Locations are ``str``; names that are not valid UTF-8 are carried with
   ``surrogateescape`` (``os.fsencode(location)`` gives the original bytes back), and names
   with newlines are passed through unchanged. ``detail`` strings hold at most a path and an
@@ -46,10 +54,10 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from panscan.model import Item, ItemResult, Reason, Status
+from panscan.model import Finding, Item, ItemResult, Reason, Status
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -76,14 +84,23 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC | _O_NOCTTY
 
 
+#: Findings in the own name of the directory at a location: (location, name) -> findings.
+NameFindings = Callable[[str, str], tuple[Finding, ...]]
+
+
 @dataclass(frozen=True)
 class WalkOptions:
     """How to walk: ``excludes`` are fnmatch globs tested against the full path and against
-    the base name (``*`` also matches ``/``); an excluded directory is not descended."""
+    the base name (``*`` also matches ``/``); an excluded directory is not descended.
+
+    ``name_findings`` (the engine's ``worker.name_findings`` with the scan's key) is asked
+    about each directory descended; it must be cheap for the common name without a number.
+    Without it directory names are not scanned (a metadata-only sweep)."""
 
     excludes: tuple[str, ...] = ()
     follow_symlinks: bool = False
     one_filesystem: bool = True
+    name_findings: NameFindings | None = field(default=None, repr=False, compare=False)
 
 
 class SourceError(Exception):
@@ -124,7 +141,7 @@ def _walk_target(
     elif stat.S_ISDIR(st.st_mode):
         yield from _walk_tree(target, st, options, excluded_by)
     else:
-        yield _not_regular(target, st)
+        yield _entry_named(_not_regular(target, st), options.name_findings)
 
 
 @dataclass(slots=True)
@@ -154,10 +171,13 @@ def _walk_tree(
     try:
         while pending:
             dirpath, name, dev, ino, parent = pending.pop()
+            # Findings in the directory's own name go on its one record: its error record if
+            # it has one, else a record of its own once it is listed.
+            named = _name_record(dirpath, options.name_findings)
             try:
                 fd = _open_dir(dirpath, name, parent)
             except OSError as e:
-                yield _dir_failed(dirpath, e)
+                yield _merged(_dir_failed(dirpath, e), named)
                 continue
             finally:
                 if parent is not None:
@@ -168,10 +188,10 @@ def _walk_tree(
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != (dev, ino):
                     # Someone swapped the directory (perhaps for a link) since it was listed.
-                    yield ItemResult(
+                    yield _merged(ItemResult(
                         _meta_item(dirpath, st), Status.ERROR, Reason.CHANGED_DURING_SCAN,
                         f"directory replaced while the tree was walked: {dirpath}",
-                    )
+                    ), named)
                     continue
                 try:
                     # Listing through the descriptor: entries are stat'ed relative to it, so
@@ -181,10 +201,16 @@ def _walk_tree(
                         for entry in entries:
                             record = _classify(entry, prefix, root_dev, visited, subdirs, options,
                                                excluded_by)
-                            if record is not None:
-                                yield record
+                            if record is None:
+                                continue
+                            if record.__class__ is ItemResult:  # not read: its name is still scanned
+                                record = _entry_named(record, options.name_findings)
+                            yield record
                 except OSError as e:
-                    yield _dir_failed(dirpath, e)
+                    yield _merged(_dir_failed(dirpath, e), named)
+                    named = None
+                if named is not None:
+                    yield named
                 handle = None
                 if subdirs and len(held) < _MAX_OPEN_PARENTS:
                     handle = _OpenParent(fd, len(subdirs))
@@ -198,6 +224,40 @@ def _walk_tree(
     finally:
         for handle in held:
             os.close(handle.fd)
+
+
+def _name_record(path: str, scan: NameFindings | None) -> ItemResult | None:
+    """What the own name of ``path`` (a directory's: a target given as ``dir/`` too) needs
+    reported: None for the common name without a card number; a ``complete`` record of 0
+    bytes with the findings in it; an ``error`` record when scanning it failed."""
+    if scan is None:
+        return None
+    item = Item(path, SOURCE)
+    try:
+        findings = scan(path, path.rstrip("/").rpartition("/")[2])
+    except Exception as exc:  # a bug in the matcher costs this path's record, not the walk
+        return ItemResult(item, Status.ERROR, Reason.READ_ERROR,
+                          f"internal error ({type(exc).__name__}) while its name was scanned: {path}")
+    return ItemResult(item, Status.COMPLETE, findings=findings) if findings else None
+
+
+def _merged(record: ItemResult, named: ItemResult | None) -> ItemResult:
+    """``record`` (of a path not read) with what its name needs reported (see
+    :func:`_name_record`): its findings, or the failure to scan it."""
+    if named is None:
+        return record
+    if named.status is Status.ERROR and record.status is not Status.ERROR:
+        return replace(record, status=named.status, reason=named.reason, detail=named.detail)
+    return replace(record, findings=named.findings)
+
+
+def _entry_named(record: ItemResult, scan: NameFindings | None) -> ItemResult:
+    """The record of an entry that is not read (a link not followed, a FIFO, a directory not
+    descended...) with the findings in its name: the name is in the tree whether or not the
+    entry is read. An excluded entry is left out on purpose, its name too."""
+    if scan is None or record.reason is Reason.EXCLUDED:
+        return record
+    return _merged(record, _name_record(record.item.location, scan))
 
 
 def _open_dir(path: str, name: str, parent: _OpenParent | None) -> int:

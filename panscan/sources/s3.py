@@ -28,6 +28,10 @@ What callers may rely on:
   included) as a read-only, seekable binary file; see :class:`S3Object`. It raises only
   ``SourceError`` (reasons in :func:`reason_for`). A read that fails later raises
   :class:`S3ReadError`, and :func:`read_failure` tells the S3 reason afterwards.
+* What an object carries besides its content is given as text for the worker to scan:
+  :func:`object_metadata` (user metadata and Content-Disposition, from the GetObject response
+  the object was opened with: no request of its own) and :func:`object_tags` (one
+  GetObjectTagging per version, only when asked for).
 * Details and messages name the bucket and the S3 error code, never object content; keys
   may appear only inside locations, which the engine masks.
 """
@@ -597,6 +601,33 @@ def version_changed(item: Item, f: BinaryIO) -> tuple[Reason, str] | None:
     return None
 
 
+def object_metadata(f: BinaryIO) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The texts ``f`` carries besides its content, as (header, texts): each user metadata
+    entry as ``("x-amz-meta-<name>", (name, value))`` and the Content-Disposition header as
+    ``("Content-Disposition", (value,))`` when set, in the order S3 gave them. They come from
+    the GetObject response ``f`` was opened with (a prefetched object keeps them with its
+    body): no request is sent. ``()`` when ``f`` is no S3 object."""
+    return f.metadata if isinstance(f, S3Object) else ()
+
+
+def object_tags(f: BinaryIO) -> tuple[tuple[str, str], ...]:
+    """The tags of the version ``f`` was opened on, as (key, value) pairs: one GetObjectTagging
+    request, sent once per object (a prefetched object had it sent in the fetching thread, see
+    :meth:`S3Object.load_tags`). Raises ``SourceError`` (reasons of :func:`reason_for`) when it
+    was refused; ``()`` when ``f`` is no S3 object."""
+    return f.tags() if isinstance(f, S3Object) else ()
+
+
+def _metadata_of(response: dict[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    # botocore gives user metadata without its x-amz-meta- prefix, names in lower case.
+    found: list[tuple[str, tuple[str, ...]]] = [
+        (f"x-amz-meta-{name}", (str(name), str(value))) for name, value in (response.get("Metadata") or {}).items()]
+    disposition = response.get("ContentDisposition")
+    if disposition:
+        found.append(("Content-Disposition", (str(disposition),)))
+    return tuple(found)
+
+
 def read_failure(f: BinaryIO) -> tuple[Reason, str] | None:
     """After a failed read of ``f``: the reason and explanation of the :class:`S3ReadError`
     that ended it (the version deleted mid-read, access revoked, the object overwritten, a
@@ -631,6 +662,9 @@ class S3Object(RemoteFile):
     listing and the read: every response's ETag is compared with the listed one, and a
     difference is ``OBJECT_VERSION_MISMATCH`` (``SourceError`` on open; afterwards
     :class:`S3ReadError` with :attr:`mismatch` set).
+
+    :attr:`metadata` holds the user metadata and Content-Disposition of the first response
+    (see :func:`object_metadata`); :meth:`tags` the version's tags, asked for once.
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, item: Item, start: int = 0) -> None:
@@ -653,11 +687,15 @@ class S3Object(RemoteFile):
         self._deferred: S3ReadError | None = None
         self.mismatch = False
         self.failure: S3ReadError | None = None
+        self.metadata: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        # The version's tags once asked for (load_tags), or why they could not be read.
+        self._tags: tuple[tuple[str, str], ...] | None = None
+        self._tags_refused: SourceError | None = None
         self._size: int = 0
         try:
             if item.storage_class == "INTELLIGENT_TIERING":
                 self._refuse_archive_tier()
-            self._size = self._get(start, item.size)
+            self._size = self._get(start, item.size, first=True)
         except (ClientError, BotoCoreError) as exc:
             raise SourceError(*reason_for(exc)) from None
 
@@ -718,6 +756,27 @@ class S3Object(RemoteFile):
         self._pos = 0
         if self._body is not None and self._body_pos >= self._size:
             self._finish_body()
+
+    def load_tags(self) -> None:
+        """Ask for the version's tags now (GetObjectTagging), once: what a fetching thread does
+        ahead of the matcher when tags are scanned. A refusal is kept and raised by
+        :meth:`tags`; nothing raises from this method."""
+        if self._tags is not None or self._tags_refused is not None:
+            return
+        try:
+            answer = self._s3.get_object_tagging(**self._args())
+        except (ClientError, BotoCoreError) as exc:
+            reason, why = reason_for(exc)
+            self._tags_refused = SourceError(reason, f"object tags not read (GetObjectTagging {why})")
+            return
+        self._tags = tuple((str(t.get("Key", "")), str(t.get("Value", ""))) for t in answer.get("TagSet") or ())
+
+    def tags(self) -> tuple[tuple[str, str], ...]:
+        """The version's tags (asked for on first use); ``SourceError`` when refused."""
+        self.load_tags()
+        if self._tags_refused is not None:
+            raise self._tags_refused
+        return self._tags or ()
 
     def _finish_body(self) -> None:
         """Drop a body read to its last byte, reading its end first: urllib3 can hand the
@@ -846,11 +905,14 @@ class S3Object(RemoteFile):
             raise SourceError(Reason.OBJECT_VERSION_MISMATCH, "the object changed since it was listed")
         return response
 
-    def _get(self, start: int, listed_size: int | None) -> int:
-        """GetObject from ``start`` to the end; sets the body and returns the object's size."""
+    def _get(self, start: int, listed_size: int | None, first: bool = False) -> int:
+        """GetObject from ``start`` to the end; sets the body and returns the object's size.
+        The ``first`` request's metadata is kept (later ones resume the same version)."""
         response = self._request(start, None)
         self._body = response["Body"]
         self._body_pos = start
+        if first:
+            self.metadata = _metadata_of(response)
         if listed_size is not None:
             return listed_size
         total = str(response.get("ContentRange") or "").rpartition("/")[2]

@@ -1,9 +1,10 @@
 """Canary: card numbers planted in file contents and file names never reach any output.
 
 Generated Luhn-valid Visa numbers (random bodies, never real cards) are written into files,
-gzip data, file names, a FIFO's name, a symbolic link's name, a missing target, a policy
-file and a command-line value. Then every report format runs, to stdout and to ``-o``
-files, with debug logging, a worker killed mid-scan, runs that fail on purpose and an
+gzip data, file names, a directory's name, a FIFO's name, a symbolic link's name, a missing
+target, a policy file and a command-line value; numbers in names are findings of their own
+(member ``(name)``), masked like any other. Then every report format runs, to stdout and to
+``-o`` files, with debug logging, a worker killed mid-scan, runs that fail on purpose and an
 internal error with a traceback; no output channel, report file or key file may hold any
 planted number in plain, spaced or dashed form.
 """
@@ -11,10 +12,12 @@ planted number in plain, spaced or dashed form.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,7 @@ def make_pan() -> str:
     return body + check_digit(body)
 
 
-PANS = [make_pan() for _ in range(14)]
+PANS = [make_pan() for _ in range(15)]
 
 
 def forms(pan: str) -> list[str]:
@@ -66,6 +69,9 @@ def tree(tmp_path: Path) -> Path:
     os.mkfifo(root / f"fifo-{forms(p[8])[2]}")
     os.symlink(root / "plain.txt", root / f"link-{p[9]}")
     (root / f"crash-{p[10]}.txt").write_text(f"card {p[10]}\n")
+    (root / f"export-{p[14]}").mkdir()  # a directory named with a number, files inside
+    for i in range(3):
+        (root / f"export-{p[14]}" / f"part-{i}.txt").write_text("nothing\n")
     return root
 
 
@@ -76,14 +82,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path: Path) -> None:
     state = tmp_path / "state" / "panscan.db"
-    missing = str(tmp_path / f"gone-{PANS[11]}")
     reports = tmp_path / "reports"
     reports.mkdir()
     seen_masked = ""
     for fmt in ("table", "jsonl", "csv"):
         for to_file in (False, True):
             out = reports / f"{fmt}-{to_file}.out"
-            args = ["-v", "scan", str(tree), missing, "--format", fmt, "--state", str(state), "--workers", "2"]
+            args = ["-v", "scan", str(tree), "--format", fmt, "--state", str(state), "--workers", "2"]
             proc = run_cli(*args, *(["-o", str(out)] if to_file else []), env={TEST_CRASH_ENV: "crash-"})
             assert proc.returncode == 1, proc.stderr[-2000:]
             assert_clean(f"stdout of {fmt}", proc.stdout)
@@ -91,6 +96,9 @@ def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path
             assert "DEBUG" in proc.stderr and "WORKER_CRASHED" in proc.stderr + proc.stdout + (
                 out.read_text() if to_file else "")
             seen_masked += proc.stdout + proc.stderr
+            if fmt == "jsonl" and not to_file:
+                records = [json.loads(line) for line in proc.stdout.splitlines()]
+                in_names = Counter(r["location"] for r in records if r["type"] == "finding" and r["member"] == "(name)")
     # The stored sweeps, rendered again; the metadata-only retention sweep; pending jobs.
     policy = tmp_path / "policy.toml"
     policy.write_text('[retention]\ndefault_max_age = "1d"\n')
@@ -99,7 +107,7 @@ def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert_clean(f"stderr of report {fmt}", proc.stdout + proc.stderr)
     for fmt in ("table", "jsonl"):
-        proc = run_cli("-v", "retention", str(tree), missing, "--policy", str(policy), "--format", fmt,
+        proc = run_cli("-v", "retention", str(tree), "--policy", str(policy), "--format", fmt,
                        "--as-of", "2100-01-01")
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert_clean(f"output of retention {fmt}", proc.stdout + proc.stderr)
@@ -118,18 +126,30 @@ def test_no_planted_number_reaches_any_output_of_any_format(tree: Path, tmp_path
     for i in (0, 1, 2, 3, 4, 5, 7):
         assert masked(PANS[i]) in seen_masked, i
     assert f"cust-{masked(PANS[4])}.txt" in seen_masked
+    # Names holding numbers are findings, once each: files, the directory (not once per file
+    # under it), the link not followed and the FIFO.
+    assert in_names == Counter({str(tree / name): 1 for name in (
+        f"cust-{masked(PANS[4])}.txt", f"{PANS[6][:4]} {PANS[6][4:6]}** **** {PANS[6][12:]}.log",
+        f"export-{masked(PANS[14])}", f"link-{masked(PANS[9])}",
+        f"fifo-{PANS[8][:4]}-{PANS[8][4:6]}**-****-{PANS[8][12:]}")})
     assert f"{PANS[6][:4]} {PANS[6][4:6]}** **** {PANS[6][12:]}.log" in seen_masked
 
 
 def test_runs_that_fail_on_purpose_do_not_echo_numbers(tree: Path, tmp_path: Path) -> None:
     bad_policy = tmp_path / "panscan.toml"
     bad_policy.write_text(f'[retention]\ndefault_max_age = "{PANS[12]}"\n')
+    good_policy = tmp_path / "good.toml"
+    good_policy.write_text('[retention]\ndefault_max_age = "1d"\n')
+    gone = str(tmp_path / f"gone-{PANS[11]}")
     runs = [
         run_cli("-v", "scan", str(tree), "--policy", str(tmp_path / f"{PANS[13]}.toml")),
         run_cli("-v", "scan", str(tree), "--policy", str(bad_policy), "--no-state"),
         run_cli("-v", "scan", str(tree), "--workers", PANS[0]),
         run_cli("-v", "scan", f"glacier://{PANS[1]}/x"),
         run_cli("-v", "scan", str(tree), "-o", str(tmp_path / "no-such-dir" / f"{PANS[2]}.out")),
+        # A target that does not exist is a usage error that names it (issue 16): masked.
+        run_cli("-v", "scan", str(tree), gone, "--no-state"),
+        run_cli("-v", "retention", gone, "--policy", str(good_policy)),
     ]
     for proc in runs:
         assert proc.returncode == 3, proc.stderr
@@ -137,6 +157,7 @@ def test_runs_that_fail_on_purpose_do_not_echo_numbers(tree: Path, tmp_path: Pat
         assert_clean("stdout of a failing run", proc.stdout)
         assert_clean("stderr of a failing run", proc.stderr)
     assert masked(PANS[13]) in runs[0].stderr
+    assert f"gone-{masked(PANS[11])}" in runs[-2].stderr and f"gone-{masked(PANS[11])}" in runs[-1].stderr
     # A bucket named like a card number that cannot be listed (the conftest's dead endpoint):
     # an error item, reported masked.
     unreachable = run_cli("-v", "scan", f"s3://{PANS[1]}/x", "--format", "jsonl", "--no-state")

@@ -6,6 +6,8 @@ Content-Disposition, tags, an old version behind a delete marker, a gzip stream 
 header's file name, a zip member's name and content, a GLACIER-class object restored on
 request, a lifecycle rule's id and prefix; in the name of a second bucket; and in a Glacier
 vault: its name, an archive description, and a tar.gz archive's content and member name.
+Keys, user metadata, Content-Disposition and (with ``--tags``) tags are findings of their own,
+reported masked under their member (``(name)``, ``(metadata x-amz-meta-card)``, ``(tag alt)``).
 Every report format runs with debug logging, to stdout and to ``-o``, with an evidence
 bundle, a worker killed mid-scan, stored reports, jobs and the retention sweep; no stdout,
 stderr, report, bundle file, state file (also as UTF-16) or file left in the runs' TMPDIR
@@ -200,8 +202,8 @@ def test_no_number_planted_in_s3_content_keys_metadata_tags_or_bucket_names_reac
     state = tmp_path / "state" / "state.db"
     reports, evidence = tmp_path / "reports", tmp_path / "evidence"
     reports.mkdir()
-    # `s3://`: every bucket, the one named with a number included.
-    common = ["s3://", "--state", str(state), "--workers", "2"]
+    # `s3://`: every bucket, the one named with a number included; tags read too.
+    common = ["s3://", "--state", str(state), "--workers", "2", "--tags"]
 
     proc = run("scan", *common, "--format", "jsonl", "--restore", "expedited")  # the GLACIER object: restore
     assert proc.returncode == 1, err(proc)
@@ -240,6 +242,13 @@ def test_no_number_planted_in_s3_content_keys_metadata_tags_or_bucket_names_reac
         assert masked(PAN[place]) in shown, place
     assert f"s3://{BUCKET}/exports/cust-{masked(PAN['in_key'])}.csv" in shown
     assert f"cards-{masked(PAN['zip_member_name'])}.txt" in shown
+    # Names, metadata and tags are findings, each under the member that says where.
+    found = {(r["member"], r["masked"]) for r in map(json.loads, (reports / "scan.jsonl").read_text().splitlines())
+             if r["type"] == "finding"}
+    assert {("(name)", masked(PAN["in_key"])), ("(metadata x-amz-meta-card)", masked(PAN["metadata"])),
+            ("(metadata x-amz-meta-note)", masked(PAN["metadata_spaced"])),
+            ("(metadata Content-Disposition)", masked(PAN["disposition"])), ("(tag card)", masked(PAN["tag"])),
+            ("(tag alt)", masked(PAN["tag_dashed"]))} <= found, found
     assert f"s3://{NAMED_BUCKET.replace(PAN['bucket_name'], masked(PAN['bucket_name']))}/data.txt" in shown
     assert f"expire-{masked(PAN['rule_id'])}" in shown  # the bucket's lifecycle rule, in the bucket record
     assert f"s3://{BUCKET}/exports/cust-{masked(PAN['in_key'])}.csv" in retention_locations

@@ -149,9 +149,14 @@ def test_keys_with_control_characters_are_each_version_reported_once_masked_and_
     assert seen == Counter({(expected_locations[k], v): 1 for k, vs in versions.items() for v in vs})
     assert all(r["status"] == "complete" for r in items), items
     findings = [r for r in records if r["type"] == "finding"]
-    assert Counter((f["location"], f["version_id"]) for f in findings) == Counter(
+    content = [f for f in findings if f["member"] is None]
+    assert Counter((f["location"], f["version_id"]) for f in content) == Counter(
         {(expected_locations[k], vs[0]): 1 for k, vs in versions.items()})
-    assert {f["masked"] for f in findings} == {masked(content_pan)}
+    assert {f["masked"] for f in content} == {masked(content_pan)}
+    # The key holding a number is a finding of its own in every version (a name is content too).
+    named = keys["newline"]
+    assert Counter((f["location"], f["version_id"], f["member"], f["masked"]) for f in findings if f not in content) \
+        == Counter({(expected_locations[named], v, "(name)", masked(name_pan)): 1 for v in versions[named]})
 
     # Table: the same rows, with every control character written as an escape.
     table = run_scan("--format", "table")
