@@ -33,8 +33,11 @@ What callers may rely on:
   before ``now`` gets one warning naming the vault.
 * Descriptions are masked (``findings.mask.mask_text``) before an inventory is stored, so
   ``Item.description`` is the raw text only in the run that collected the inventory; later
-  runs that reuse it yield the masked text. That first run scanned the raw one, and the
-  masked text still carries the six and four digits that locate a finding.
+  runs that reuse it yield the masked text. Whichever run collects an inventory with a state
+  (a scan, or :func:`collect_jobs`), the findings of each raw description are stored with it
+  (masked, member :data:`DESCRIPTION_MEMBER`, fingerprinted with the key beside the state
+  database), and ``State.last_findings`` gives them to a sweep that has none recorded: they
+  are reported even when no scan ever read the raw text.
 * Jobs: every job initiated is recorded with ``State.add_job`` at once (never a description);
   outcomes are written back with ``State.update_job``. Without a state, an inventory job is
   still started and waited for (``wait_seconds``), and archive retrievals are started only
@@ -50,7 +53,8 @@ What callers may rely on:
   verifying the tree hash at the end; see :class:`GlacierArchive`. It raises only
   ``SourceError``; reads raise ``OSError`` (:class:`GlacierReadError`).
 * :func:`collect_jobs` asks Glacier about every pending job in the state and records the
-  outcome; inventories that are ready are fetched and stored.
+  outcome; inventories that are ready are fetched and stored, their descriptions' findings
+  with them.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
 import urllib3.exceptions
@@ -77,13 +82,15 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from panscan.findings.mask import mask_text
-from panscan.model import Item, ItemResult, Reason, Status
+from panscan.findings.mask import load_or_create_key, mask_text, to_finding
+from panscan.match.matcher import scan_bytes
+from panscan.match.patterns import load_patterns
+from panscan.model import DESCRIPTION_MEMBER, Finding, Item, ItemResult, Reason, Status
 from panscan.sources import aws
 from panscan.sources.files import SourceError
 from panscan.sources.remote import RemoteFile
 from panscan.sources.s3 import RESTORE_PRICES
-from panscan.state import GlacierJob, State, StoredInventory
+from panscan.state import GlacierJob, State, StoredInventory, inventory_finding
 
 SCHEME = "glacier://"
 SOURCE = "glacier"
@@ -355,7 +362,9 @@ def _check_inventory(run: _Run, vault: _Vault) -> bool:
         return False
     vault.job = None
     if status == "Succeeded":
-        outcome = _collect_inventory(run.glacier, job, run.state, run.now)
+        # The scan loaded the same key before listing anything: reading it cannot fail here.
+        key = None if run.state is None else state_key(run.state)
+        outcome = _collect_inventory(run.glacier, job, run.state, run.now, key)
         if isinstance(outcome, StoredInventory):
             vault.inventory = outcome
             return True
@@ -378,12 +387,19 @@ def _check_inventory(run: _Run, vault: _Vault) -> bool:
     return True
 
 
-def _collect_inventory(glacier: Any, job: GlacierJob, state: State | None,
-                       collected_at: float) -> StoredInventory | str | None:
-    """Fetch a succeeded inventory job's output and store it (descriptions masked) with the
-    job marked collected. The inventory with raw descriptions; or a message when the output
-    is not an inventory (the job is marked failed); or None when Glacier no longer knows the
-    job. Other AWS errors propagate."""
+def state_key(state: State) -> bytes:
+    """The fingerprint key a scan with ``state`` uses: the one beside the state database
+    (created when missing, as the scan does). OSError or ValueError when it cannot be used."""
+    return load_or_create_key(Path(state.path).expanduser().absolute().parent)
+
+
+def _collect_inventory(glacier: Any, job: GlacierJob, state: State | None, collected_at: float,
+                       key: bytes | None) -> StoredInventory | str | None:
+    """Fetch a succeeded inventory job's output and store it (descriptions masked, with the
+    findings each raw description gave, fingerprinted with ``key``: required with a state)
+    with the job marked collected. The inventory with raw descriptions; or a message when the
+    output is not an inventory (the job is marked failed); or None when Glacier no longer
+    knows the job. Other AWS errors propagate."""
     try:
         response = glacier.get_job_output(vaultName=job.vault, jobId=job.job_id)
         body = response["body"]
@@ -403,12 +419,36 @@ def _collect_inventory(glacier: Any, job: GlacierJob, state: State | None,
         _update(state, job.job_id, "failed", "malformed inventory output")
         return f"the output of the inventory-retrieval job started {_iso(job.initiated_at)} is not a vault inventory"
     if state is not None:
-        masked = [{**a, "description": None if a["description"] is None else mask_text(a["description"])}
-                  for a in inventory.archives]
+        assert key is not None
+        masked = [_stored_archive(job.vault, a, key) for a in inventory.archives]
         state.store_inventory(_stored(job.vault), job.region, inventory.inventory_date, collected_at, masked)
         state.update_job(job.job_id, status="collected")
     logger.info("Glacier vault %s: inventory collected (%d archives)", job.vault, len(inventory.archives))
     return inventory
+
+
+def _stored_archive(vault: str, archive: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """An inventory entry as the state keeps it: the description masked and, beside it, the
+    findings the raw one gave. Nothing can find them in the masked text, and the run that
+    collects the inventory may never scan it (``panscan jobs --collect``, a scan stopped
+    before it reached the archive)."""
+    description = archive["description"]
+    if description is None:
+        return archive
+    entry = {**archive, "description": mask_text(description)}
+    findings = description_findings(_item(vault, archive), key)
+    if findings:
+        entry["description_findings"] = [inventory_finding(f) for f in findings]
+    return entry
+
+
+def description_findings(item: Item, key: bytes) -> tuple[Finding, ...]:
+    """The findings of ``item``'s description, as the worker's scan of it makes them (the
+    same matcher over the same bytes, member :data:`DESCRIPTION_MEMBER`), with the location
+    masked: the raw hits do not leave this function."""
+    hits = scan_bytes((item.description or "").encode("utf-8", "surrogateescape"), load_patterns())
+    location = mask_text(item.location)
+    return tuple(replace(to_finding(hit, item, DESCRIPTION_MEMBER, key), location=location) for hit in hits)
 
 
 def _parse_inventory(vault: str, region: str | None, data: Any, collected_at: float) -> StoredInventory:
@@ -597,11 +637,14 @@ def retrieval_estimate(archives: list[Item], tier: str) -> str:
 
 def collect_jobs(state: State, now: float) -> list[str]:
     """Ask Glacier about every pending job in ``state`` and record the outcome: inventories
-    that are ready are fetched and stored (the job becomes 'collected'), archive retrievals
+    that are ready are fetched and stored with the findings of their descriptions, as a scan
+    stores them (the job becomes 'collected'; it stays pending when the fingerprint key
+    beside the state cannot be used, for the next scan to collect), archive retrievals
     that are ready become 'succeeded' (the next scan reads them), failed ones 'failed', ones
     Glacier no longer knows 'expired'. One line per job, naming the vault, the job's kind and
     start time and a short job id: never a description or an archive id."""
     lines = []
+    key: bytes | str | None = None  # the fingerprint key, or why it cannot be used
     for job in state.jobs():
         label = (f"vault {job.vault}: {'inventory' if job.action == 'InventoryRetrieval' else 'archive'}-retrieval "
                  f"job {job.job_id[:12]}... started {_iso(job.initiated_at)}")
@@ -609,15 +652,31 @@ def collect_jobs(state: State, now: float) -> list[str]:
             lines.append(f"{label}: not collected here: the vault's name holds a card number and the state keeps "
                          "it masked; scan the vault by name (glacier://VAULT) to collect it")
             continue
+        if job.action == "InventoryRetrieval":
+            key = _usable_key(state) if key is None else key
+            if isinstance(key, str):
+                # Stored without the findings of its descriptions, they would be lost: the
+                # next scan collects the inventory itself instead.
+                lines.append(f"{label}: not collected here: {key}; the next scan of the vault collects it")
+                continue
         glacier = aws.client("glacier", region=job.region)
         try:
-            lines.append(f"{label}: {_collect_one(glacier, state, job, now)}")
+            lines.append(f"{label}: {_collect_one(glacier, state, job, now, key)}")
         except _AWS_ERRORS as exc:
             lines.append(f"{label}: could not ask Glacier ({reason_for(exc)[1]}); still pending")
     return lines
 
 
-def _collect_one(glacier: Any, state: State, job: GlacierJob, now: float) -> str:
+def _usable_key(state: State) -> bytes | str:
+    """The state's fingerprint key, or a line saying why it cannot be used."""
+    try:
+        return state_key(state)
+    except (OSError, ValueError) as exc:
+        return (f"cannot use the fingerprint key beside the state database "
+                f"({getattr(exc, 'strerror', None) or exc})")
+
+
+def _collect_one(glacier: Any, state: State, job: GlacierJob, now: float, key: bytes | str | None) -> str:
     try:
         status = glacier.describe_job(vaultName=job.vault, jobId=job.job_id).get("StatusCode")
     except ClientError as exc:
@@ -627,7 +686,8 @@ def _collect_one(glacier: Any, state: State, job: GlacierJob, now: float) -> str
     if status == "InProgress":
         return "still running"
     if status == "Succeeded" and job.action == "InventoryRetrieval":
-        outcome = _collect_inventory(glacier, job, state, now)
+        assert isinstance(key, bytes)
+        outcome = _collect_inventory(glacier, job, state, now, key)
         if isinstance(outcome, StoredInventory):
             return f"inventory collected ({len(outcome.archives)} archives)"
         if outcome is not None:

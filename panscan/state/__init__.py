@@ -52,17 +52,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from panscan.model import Finding, Item
 from panscan.state.codec import finding_keys, item_from_json, item_to_json, verdict_from_json, verdict_to_json
 from panscan.state.db import APPLICATION_ID, FLUSH_ROWS, FLUSH_SECONDS, SCHEMA_VERSION, StateError
-from panscan.state.jobs import JOB_ACTIONS, JOB_STATUSES, GlacierJob, JobStore, PendingRestore, StoredInventory
+from panscan.state.jobs import (
+    JOB_ACTIONS,
+    JOB_STATUSES,
+    GlacierJob,
+    JobStore,
+    PendingRestore,
+    StoredInventory,
+    inventory_finding,
+)
 from panscan.state.prune import PruneResult, PruneStore
 from panscan.state.sweeps import NEW, RESOLVED, STILL_PRESENT, SweepInfo, SweepStart
 
 __all__ = [
     "APPLICATION_ID", "BUSY_TIMEOUT_SECONDS", "FLUSH_ROWS", "FLUSH_SECONDS", "JOB_ACTIONS", "JOB_STATUSES", "NEW",
     "RESOLVED", "SCHEMA_VERSION", "STILL_PRESENT", "GlacierJob", "PendingRestore", "PruneResult", "State",
-    "StateError", "StoredInventory", "SweepInfo", "SweepStart", "finding_keys", "item_from_json", "item_to_json",
-    "verdict_from_json", "verdict_to_json",
+    "StateError", "StoredInventory", "SweepInfo", "SweepStart", "finding_keys", "inventory_finding", "item_from_json",
+    "item_to_json", "verdict_from_json", "verdict_to_json",
 ]
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -76,3 +85,10 @@ class State(PruneStore, JobStore):
         """Open (creating if missing) the state database at ``path``; raises :class:`StateError`."""
         # Read at call time, so a caller (a test) can shorten the wait for a locked database.
         return cls._open(path, BUSY_TIMEOUT_SECONDS)
+
+    def last_findings(self, item: Item, member: str) -> tuple[Finding, ...]:
+        """As for sweeps (see :meth:`SweepStore.last_findings`); when no sweep recorded any, the
+        ones a stored Glacier inventory keeps for ``item`` (see :meth:`JobStore.inventory_findings`):
+        an inventory collected by ``panscan jobs --collect``, or by a scan stopped before it
+        reached the archive, was never scanned in a sweep, and its descriptions are masked."""
+        return super().last_findings(item, member) or self.inventory_findings(item, member)

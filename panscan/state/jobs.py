@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from panscan.model import Confidence, Finding, Item, Kind
 from panscan.state.db import StateDB, db_text, text, unvid, vid
 
 JOB_ACTIONS = frozenset({"InventoryRetrieval", "ArchiveRetrieval"})
@@ -46,7 +47,9 @@ class GlacierJob:
 class StoredInventory:
     """A Glacier vault inventory as collected: ``archives`` are dicts with ``archive_id``,
     ``description`` (masked by the caller before storing), ``creation_date`` (POSIX seconds),
-    ``size`` and ``tree_hash``, in the inventory's order."""
+    ``size`` and ``tree_hash``, in the inventory's order. A stored archive whose description
+    gave findings also has ``description_findings``: :func:`inventory_finding` records of
+    those findings (masked), because no later run can find them again in the masked text."""
 
     vault: str
     region: str | None
@@ -76,9 +79,33 @@ _PENDING_INVENTORY_JOB = """SELECT job_id, vault, region, action, archive_id, ti
 _RESTORES = """SELECT location, version_id, tier, storage_class, size, requested_at, sweep_id FROM restores
     ORDER BY requested_at, location, version_id"""
 
+_GLACIER = "glacier://"
+# The Finding fields an inventory keeps of a description's finding; the rest (version, latest,
+# retention, change) belong to the sweep that reports it.
+_INVENTORY_FINDING_FIELDS = ("location", "member", "offset", "line", "kind", "brand", "masked", "fingerprint",
+                             "confidence", "test_card")
+
+
+def inventory_finding(finding: Finding) -> dict[str, Any]:
+    """``finding`` (masked, location included) as a stored archive's ``description_findings``
+    keeps it."""
+    record = finding.to_record()
+    return {name: record[name] for name in _INVENTORY_FINDING_FIELDS}
+
+
+def _rebuilt(record: dict[str, Any], item: Item) -> Finding:
+    return Finding(item.location, item.version_id, item.is_latest, record["member"], record["offset"], record["line"],
+                   Kind(record["kind"]), record["brand"], record["masked"], record["fingerprint"],
+                   Confidence(record["confidence"]), bool(record["test_card"]))
+
 
 class JobStore(StateDB):
     """Restores, jobs and inventories: each call is its own transaction, nothing is buffered."""
+
+    # Per stored (masked) vault name: masked archive location → its description_findings
+    # records, built on first use and dropped when this object stores an inventory of the
+    # vault (one JSON parse per vault and run, not one per archive).
+    _described: dict[str, dict[str, list[dict[str, Any]]]] | None = None
 
     # --- S3 restores ---------------------------------------------------------------------------
 
@@ -163,6 +190,8 @@ class JobStore(StateDB):
                 "INSERT OR REPLACE INTO glacier_inventories (vault, region, inventory_date, collected_at, archives) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (vault, region or "", inventory_date, collected_at, json.dumps(archives, separators=(",", ":"))))
+        if self._described is not None:
+            self._described.pop(vault, None)
 
     def inventory(self, vault: str, region: str | None) -> StoredInventory | None:
         """The inventory last stored for the vault in ``region``, or None."""
@@ -172,3 +201,22 @@ class JobStore(StateDB):
             return None
         inventory_date, collected_at, archives = rows[0]
         return StoredInventory(vault, region, inventory_date, collected_at, json.loads(archives))
+
+    def inventory_findings(self, item: Item, member: str) -> tuple[Finding, ...]:
+        """The findings under ``member`` that a stored inventory (of any region) keeps for the
+        Glacier archive ``item`` (location masked, as stored), rebuilt for ``item``; empty for
+        any other item. These are the findings of its description, made when the inventory
+        was collected: by a scan or by ``panscan jobs --collect``, outside any sweep."""
+        if not item.location.startswith(_GLACIER):
+            return ()
+        vault = item.location[len(_GLACIER):].partition("/")[0]
+        if self._described is None:
+            self._described = {}
+        described = self._described.get(vault)
+        if described is None:
+            described = self._described[vault] = {}
+            for (archives,) in self._fetch("SELECT archives FROM glacier_inventories WHERE vault = ?", (vault,)):
+                for archive in json.loads(archives):
+                    for record in archive.get("description_findings", ()):
+                        described.setdefault(record["location"], []).append(record)
+        return tuple(_rebuilt(r, item) for r in described.get(item.location, ()) if r["member"] == member)
