@@ -10,6 +10,15 @@ dies (SIGKILL, the OOM killer, a crash in native code) exactly that task becomes
 started) go back to the queue; a replacement worker is forked and the scan goes on.
 ``concurrent.futures`` is not used because one dead worker breaks its whole pool.
 
+A worker that never comes back from a task (blocked in native code or on a hung network
+read, or stopped) is stopped by the coordinator: the worker also writes when its task
+started, and a task still running ``max_item_seconds`` plus ``DEADLINE_GRACE_SECONDS``
+after that has its worker killed (SIGKILL, which also ends a stopped process); the task
+becomes ``error``/``TIME_CUT_OFF_REACHED`` (``partial`` if it had streamed findings) and
+the rest goes as for a crash. The grace lets the worker's own check between chunks, which
+reports what was read, fire first. A worker that sits between tasks with work waiting for
+that long is replaced the same way, its tasks requeued.
+
 Backpressure: items are pulled from the (lazy) source only while fewer than
 ``workers * PREFETCH`` tasks are waiting, so a listing of millions of files is never held
 in memory. Regular files larger than ``split_threshold`` become byte-range tasks of
@@ -40,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -86,6 +95,13 @@ _POLL_SECONDS = 0.2
 # Workers that die between tasks (not attributable to an item) are replaced; this many
 # such deaths per worker slot means something is wrong with the process itself.
 _MAX_IDLE_DEATHS_PER_SLOT = 3
+#: How long past ``max_item_seconds`` a task may run before the coordinator stops its
+#: worker: long enough for the worker's own check (between chunks) to win whenever the
+#: worker still runs Python, so the item is reported with the bytes it read.
+DEADLINE_GRACE_SECONDS = 5.0
+# How long a killed worker is waited for before it is given up (a process in uninterruptible
+# sleep ends only when its I/O returns).
+_KILL_WAIT_SECONDS = 5.0
 
 
 _WAKE_UP = logging.makeLogRecord({"msg": "", "panscan_wake_up": True})
@@ -110,16 +126,46 @@ class EngineError(RuntimeError):
     """The pool itself failed (workers cannot be kept alive)."""
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """What a worker is doing, in shared memory: the id of the task it is scanning (0
+    between tasks) and when it last started or finished one.
+
+    Results come back in batches, so when a worker dies the oldest unanswered task is not
+    necessarily the one that killed it: ``task`` says which. ``since`` is a
+    ``time.monotonic()`` value: CLOCK_MONOTONIC is system-wide on Linux, so the coordinator
+    compares it with its own clock. No lock: one held by a worker that is then killed would
+    never be released.
+    """
+
+    task: Any  # RawValue("q")
+    since: Any  # RawValue("d")
+
+    def enter(self, task_id: int) -> None:
+        # The time first: a reader that sees the new id then sees its start (or a later time).
+        self.since.value = time.monotonic()
+        self.task.value = task_id
+
+    def leave(self) -> None:
+        self.since.value = time.monotonic()
+        self.task.value = 0
+
+    def read(self) -> tuple[int, float] | None:
+        """``(task id, since)``, or None when the worker changed task while it was read."""
+        task = self.task.value
+        since = self.since.value
+        return (task, since) if self.task.value == task else None
+
+
 @dataclass
 class _Worker:
     process: BaseProcess
     conn: Connection
-    # The id of the task the worker is scanning (0 between tasks), written by the worker
-    # into shared memory: results come back in batches, so when a worker dies the oldest
-    # unanswered task is not necessarily the one that killed it.
-    current: Any
+    slot: _Slot
     sent: deque[int] = field(default_factory=deque)  # task ids not yet answered, oldest first
     queued_bytes: int = 0  # task bytes of ``sent``
+    fed: float = 0.0  # when ``sent`` last became non-empty (the worker may have idled long before)
+    stopped: str | None = None  # why the coordinator killed it, if it did
 
 
 # The first field of a worker's message: a batch of findings of the task in progress, or
@@ -264,15 +310,15 @@ class LocalEngine:
 
     def _spawn(self) -> _Worker:
         ours, theirs = self._mp.Pipe(duplex=True)
-        current = self._mp.RawValue("q", 0)
+        slot = _Slot(self._mp.RawValue("q", 0), self._mp.RawValue("d", time.monotonic()))
         # The child must not keep the coordinator's ends of the other workers' pipes open,
         # or a worker would not see EOF when the coordinator goes away.
         others = [w.conn for w in self._workers] + [ours]
-        process = self._mp.Process(target=_worker_main, args=(theirs, self._ctx, others, current),
+        process = self._mp.Process(target=_worker_main, args=(theirs, self._ctx, others, slot),
                                    name="panscan-worker", daemon=True)
         process.start()
         theirs.close()
-        return _Worker(process, ours, current)
+        return _Worker(process, ours, slot)
 
     def _wrap_log_handlers(self) -> None:
         for i, handler in enumerate(list(self._log_to.handlers)):
@@ -393,10 +439,12 @@ class LocalEngine:
             except OSError:
                 self._todo.extendleft(reversed(batch))
                 continue  # the worker is gone; _collect will notice and replace it
+            self._last_dispatch = time.monotonic()
+            if not w.sent:
+                w.fed = self._last_dispatch
             w.sent.extend(batch)
             w.queued_bytes += batch_bytes
             self.messages_sent += 1
-            self._last_dispatch = time.monotonic()
 
     def _task_bytes(self, task_id: int) -> int:
         return task_bytes(self._tasks[task_id][2])
@@ -409,57 +457,107 @@ class LocalEngine:
         for w in list(self._workers):
             if w.conn not in ready and w.process.sentinel not in ready:
                 continue
-            alive = True
-            try:
-                while w.conn.poll():
-                    message = w.conn.recv()
-                    self.messages_received += 1
-                    if message[0] == _FINDINGS:
-                        _, task_id, batch, bytes_read = message
-                        if not w.sent or w.sent[0] != task_id:
-                            raise EngineError("a worker answered out of order")
-                        self._stream(task_id, batch, bytes_read)
-                        continue
-                    for task_id, packed in message[1]:
-                        if not w.sent or w.sent[0] != task_id:
-                            raise EngineError("a worker answered out of order")
-                        w.sent.popleft()
-                        task = self._tasks[task_id][2]
-                        w.queued_bytes -= task_bytes(task)
-                        done = self._record(task_id, _unpack_result(task, packed))
-                        if done is not None:
-                            yield done
-            except (EOFError, OSError):
-                alive = False
+            alive = yield from self._receive(w)
             if not alive or not w.process.is_alive():
                 yield from self._replace(w)
+        # After the answers were taken: a worker whose results merely waited in the pipe
+        # while the coordinator was busy is not stuck.
+        for w, why in self._overdue():
+            yield from self._stop(w, why)
+
+    def _receive(self, w: _Worker) -> Generator[ItemResult, None, bool]:
+        """Take every message ``w`` has sent; yield the items they finish; return whether
+        its pipe is still open."""
+        try:
+            while w.conn.poll():
+                message = w.conn.recv()
+                self.messages_received += 1
+                if message[0] == _FINDINGS:
+                    _, task_id, batch, bytes_read = message
+                    if not w.sent or w.sent[0] != task_id:
+                        raise EngineError("a worker answered out of order")
+                    self._stream(task_id, batch, bytes_read)
+                    continue
+                for task_id, packed in message[1]:
+                    if not w.sent or w.sent[0] != task_id:
+                        raise EngineError("a worker answered out of order")
+                    w.sent.popleft()
+                    task = self._tasks[task_id][2]
+                    w.queued_bytes -= task_bytes(task)
+                    done = self._record(task_id, _unpack_result(task, packed))
+                    if done is not None:
+                        yield done
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _overdue(self) -> list[tuple[_Worker, str]]:
+        """The workers that have been on one task, or between tasks with work waiting, for
+        longer than ``max_item_seconds`` plus the grace, each with why it is stopped."""
+        limit = self._ctx.limits.max_item_seconds
+        now = time.monotonic()
+        late = []
+        for w in self._workers:
+            seen = w.slot.read() if w.sent else None
+            if seen is None:
+                continue
+            task_id, since = seen
+            waited = now - max(since, w.fed)
+            if waited <= limit + DEADLINE_GRACE_SECONDS or w.conn.poll():
+                continue
+            where = "on one item" if task_id else "between items with work waiting"
+            late.append((w, f"the coordinator stopped the worker after {waited:.0f} s {where}: it did not "
+                            f"answer within max_item_seconds ({limit:g} s) + {DEADLINE_GRACE_SECONDS:g} s"))
+        return late
+
+    def _stop(self, w: _Worker, why: str) -> Iterator[ItemResult]:
+        """Kill ``w`` (stuck), take what it had sent, and replace it."""
+        w.stopped = why
+        w.process.kill()
+        w.process.join(_KILL_WAIT_SECONDS)
+        if not w.process.is_alive():
+            # Results of the tasks it finished before it got stuck may be in the pipe.
+            yield from self._receive(w)
+        yield from self._replace(w)
 
     def _replace(self, w: _Worker) -> Iterator[ItemResult]:
-        w.process.join()
+        w.process.join(None if w.stopped is None else 0)
         w.conn.close()
         code = w.process.exitcode
+        if w.stopped is not None and code is None:
+            logger.error("a stuck worker process (pid %s) did not end when killed; it is left behind",
+                         w.process.pid)
         if code is not None and code < 0:
             how = f"signal {signal.Signals(-code).name}"
         else:
             how = f"exit status {code}"
         index = self._workers.index(w)
-        on = w.current.value
+        on = w.slot.task.value
         if on and on in w.sent:
-            logger.error("a worker process died (%s) while scanning an item; it is reported as %s",
-                         how, Reason.WORKER_CRASHED)
             # The tasks before it had finished but their results had not been sent yet, and
             # those after it had not started: all of them go back to the front of the queue.
             unanswered = list(w.sent)
             self._todo.extendleft(reversed([t for t in unanswered if t != on]))
             task = self._tasks[on][2]
-            result = ItemResult(task.item, Status.ERROR, Reason.WORKER_CRASHED, f"the worker process died ({how})")
+            if w.stopped is not None:
+                logger.error("a worker process was stuck on an item; it was stopped and the item is "
+                             "reported as %s", Reason.TIME_CUT_OFF_REACHED)
+                result = ItemResult(task.item, Status.ERROR, Reason.TIME_CUT_OFF_REACHED, w.stopped)
+            else:
+                logger.error("a worker process died (%s) while scanning an item; it is reported as %s",
+                             how, Reason.WORKER_CRASHED)
+                result = ItemResult(task.item, Status.ERROR, Reason.WORKER_CRASHED,
+                                    f"the worker process died ({how})")
             done = self._record(on, TaskResult(task, result))
             if done is not None:
                 yield done
         else:
             self._todo.extendleft(reversed(w.sent))
             self._idle_deaths += 1
-            logger.warning("a worker process died between tasks (%s); starting another", how)
+            if w.stopped is not None:
+                logger.warning("a worker process was stuck between tasks; it was stopped and another started")
+            else:
+                logger.warning("a worker process died between tasks (%s); starting another", how)
             if self._idle_deaths > _MAX_IDLE_DEATHS_PER_SLOT * self._n:
                 raise EngineError("worker processes keep dying")
         self._workers[index] = self._spawn()
@@ -526,7 +624,7 @@ class LocalEngine:
             w.sent.clear()
 
 
-def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection], current: Any) -> None:
+def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connection], slot: _Slot) -> None:
     """A worker process: answer tasks from ``conn`` in order until told to stop."""
     for c in inherited:
         c.close()
@@ -535,7 +633,7 @@ def _worker_main(conn: Connection, ctx: WorkerContext, inherited: list[Connectio
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         prepare_process()
-        _serve(conn, ctx, current)
+        _serve(conn, ctx, slot)
     except Exception as exc:
         # multiprocessing would print the traceback, exception text included, to stderr;
         # the type is all that may leave. The coordinator sees the exit and reports the task.
@@ -607,7 +705,7 @@ class _Outbox:
                         return
 
 
-def _serve(conn: Connection, ctx: WorkerContext, current: Any) -> None:
+def _serve(conn: Connection, ctx: WorkerContext, slot: _Slot) -> None:
     outbox = _Outbox(conn)
     while True:
         try:
@@ -617,12 +715,12 @@ def _serve(conn: Connection, ctx: WorkerContext, current: Any) -> None:
         if message is None:
             return
         try:
-            _answer(message, ctx, outbox, current)
+            _answer(message, ctx, outbox, slot)
         except _CoordinatorGone:
             return
 
 
-def _answer(message: list[tuple[int, _Packed]], ctx: WorkerContext, outbox: _Outbox, current: Any) -> None:
+def _answer(message: list[tuple[int, _Packed]], ctx: WorkerContext, outbox: _Outbox, slot: _Slot) -> None:
     """Scan one batch of tasks, their results into ``outbox`` in order."""
     ids = [task_id for task_id, _ in message]
     tasks = [_unpack_task(packed) for _, packed in message]
@@ -634,10 +732,10 @@ def _answer(message: list[tuple[int, _Packed]], ctx: WorkerContext, outbox: _Out
         outbox.send_after_results((_FINDINGS, ids[index], batch, bytes_read))
 
     def started(index: int) -> None:
-        current.value = ids[index]
+        slot.enter(ids[index])
 
     for index, result in enumerate(scan_tasks(tasks, ctx, emit, started)):
-        current.value = 0
+        slot.leave()
         outbox.add(ids[index], result)
         if streamed:
             # Its findings are out already: were this worker to die before the result went,
