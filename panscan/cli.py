@@ -31,6 +31,7 @@ from panscan.engine.local import EngineError
 from panscan.engine.runner import (
     EXIT_INCOMPLETE,
     EXIT_USAGE,
+    OutputError,
     ScanOptions,
     UsageError,
     aws_endpoint,
@@ -52,10 +53,12 @@ full card numbers never appear in reports or logs."""
 EPILOG = """\
 exit status:
   0  nothing found and every item scanned completely
-  1  card data found, or data older than the policy's retention (with --policy)
+  1  card data found, or data older than the policy's retention (with --policy); a later
+     error (a report or the state that cannot be written) never hides it
   2  no card data found, but coverage is incomplete (items skipped, partial, in error,
-     or the scan was interrupted)
-  3  usage or configuration error"""
+     or the scan was interrupted), or the report or the state could not be written
+  3  usage or configuration error, nothing scanned: a target that does not exist, no AWS
+     credentials for an AWS target, a report path that cannot be opened"""
 
 SCAN_EPILOG = """\
 examples:
@@ -64,13 +67,19 @@ examples:
   panscan scan /mnt/vol1 --policy panscan.toml --workers 8
   panscan scan s3://acme-payments --policy panscan.toml --format jsonl -o sweep.jsonl
 
-Reports (-o FILE) are created with mode 0600. Sweeps are recorded in the state database
-(--state PATH; by default $XDG_STATE_HOME/panscan/state.db or ~/.local/state/panscan/state.db),
-which holds masked results only, with the fingerprint key beside it. A later scan of the same
-targets does not read again what has not changed (S3 versions, files with the same size,
-mtime and inode) unless the patterns changed, marks findings "new" or "still present", lists
-those resolved since, and resumes a sweep that was killed. With --no-state every item is read
-and a temporary key is used, so fingerprints are not comparable across runs.
+A TARGET of - reads standard input (a pipe, or a file redirected with <); its item is "-".
+
+Reports (-o FILE): a new file is created with mode 0600; an existing file, FIFO or device
+(/dev/null) is written as it is, its mode and owner unchanged. A report (or the state) that
+cannot be written is named in one line with the reason, and the scan stops there.
+
+Sweeps are recorded in the state database (--state PATH; by default
+$XDG_STATE_HOME/panscan/state.db or ~/.local/state/panscan/state.db), which holds masked results
+only, with the fingerprint key beside it. A later scan of the same targets does not read again
+what has not changed (S3 versions, files with the same size, mtime and inode) unless the patterns
+changed, marks findings "new" or "still present", lists those resolved since, and resumes a sweep
+that was killed. With --no-state every item is read and a temporary key is used, so fingerprints
+are not comparable across runs.
 
 """ + EPILOG
 
@@ -183,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the EBS volumes of this instance for card numbers and track data.",
         epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     scan.add_argument("targets", nargs="*", metavar="TARGET",
-                      help="a file or directory, s3://bucket[/prefix] (every version of every object "
-                           "under it), s3:// (every bucket the credentials can list), "
+                      help="a file or directory, - (standard input), s3://bucket[/prefix] (every version "
+                           "of every object under it), s3:// (every bucket the credentials can list), "
                            "s3-inventory://bucket/manifest.json, glacier://vault or glacier:// (every vault)")
     out = scan.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS, default="table",
@@ -192,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(one JSON object per line: finding, item and summary records) or csv (findings "
                           "only; incomplete items and the summary go to stderr)")
     out.add_argument("-o", "--output", type=Path, metavar="FILE",
-                     help="write the report to FILE (mode 0600) instead of stdout")
+                     help="write the report to FILE instead of stdout (a new file is created mode 0600; "
+                          "an existing one keeps its mode and owner)")
     _add_state_options(out)
     out.add_argument("--policy", type=Path, metavar="FILE",
                      help="panscan.toml: limits, excludes and retention rules (validated before scanning); "
@@ -218,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "the state and a later run reads the copies that are ready (default: none, "
                            "archived versions are reported INVALID_OBJECT_STATE and never read). Glacier: "
                            "the tier of --retrieve")
+    walk.add_argument("--tags", action="store_true",
+                      help="S3: also scan each object version's tags, reported under member (tag KEY). "
+                           "Costs one GetObjectTagging request per version (at us-east-1 list prices "
+                           "$0.0004 per 1,000, like a GET) and needs s3:GetObjectVersionTagging; "
+                           "tags that cannot be read leave the version partial (default: tags not read; "
+                           "user metadata and Content-Disposition are always scanned, at no extra request)")
     walk.add_argument("--endpoint-url", metavar="URL",
                       help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
                            "or the AWS configuration)")
@@ -331,7 +347,8 @@ def _add_retention_parser(commands: argparse._SubParsersAction) -> None:  # type
     ret.add_argument("--format", choices=("table", "jsonl"), default="table",
                      help="table (default) or jsonl (a retention record per item past retention, "
                           "lifecycle_gap records, then a retention_summary record)")
-    ret.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE (mode 0600)")
+    ret.add_argument("-o", "--output", type=Path, metavar="FILE",
+                     help="write the report to FILE (a new file is created mode 0600)")
     ret.add_argument("--as-of", type=_as_of, metavar="TIME", help="judge ages as of TIME (default: now)")
     ret.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matching locations")
     ret.add_argument("--latest-only", action="store_true", help="S3: judge current versions only")
@@ -351,7 +368,8 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
         formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("--sweep", type=_sweep_id, metavar="ID", help="sweep number (default: the latest)")
     report.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
-    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE (mode 0600)")
+    report.add_argument("-o", "--output", type=Path, metavar="FILE",
+                        help="write the report to FILE (a new file is created mode 0600)")
     report.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
     report.add_argument("--policy", type=Path, metavar="FILE",
                         help="panscan.toml: lets the HTML report chart every item's age against its rule")
@@ -500,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         _say(f"panscan: error: {exc}")
         return EXIT_USAGE
+    except OutputError as exc:  # a report or the state could not be written: 1 stays 1, else 2
+        _say(f"panscan: error: {exc}")
+        return exc.status
     except StateError as exc:  # the state became unwritable mid-sweep (disk full): what was committed stays
         _say(f"panscan: error: {exc}; the sweep did not complete")
         return EXIT_INCOMPLETE
@@ -591,6 +612,8 @@ def _scan(args: argparse.Namespace) -> int:
     vaults = any(t.startswith("glacier://") for t in args.targets)
     if args.retrieve and not vaults:
         raise UsageError("--retrieve goes with glacier:// targets (for S3 archived objects use --restore)")
+    if args.tags and not any(t.startswith(("s3://", "s3-inventory://")) for t in args.targets):
+        raise UsageError("--tags goes with s3:// or s3-inventory:// targets (object tags are an S3 feature)")
     for name, value in (("--max-bytes", args.max_bytes), ("--older-than", args.older_than), ("--yes", args.yes)):
         if value and not args.retrieve:
             raise UsageError(f"{name} goes with --retrieve")
@@ -600,6 +623,7 @@ def _scan(args: argparse.Namespace) -> int:
         policy=policy, state=args.state, no_state=args.no_state, excludes=tuple(args.exclude),
         follow_symlinks=args.follow_symlinks, latest_only=args.latest_only, endpoint_url=args.endpoint_url,
         restore=None if args.restore in (None, "none") else args.restore.capitalize(), as_of=args.as_of,
+        tags=args.tags,
         retrieve=args.retrieve, max_bytes=args.max_bytes, older_than_days=args.older_than,
         wait_seconds=args.wait, confirm=None if args.yes else _confirm, region=args.region,
         volumes=args.volumes, include_root=args.include_root, evidence=args.evidence,

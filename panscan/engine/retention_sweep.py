@@ -84,7 +84,7 @@ def run_retention(opts: RetentionOptions, *, stdout: TextIO | None = None, stder
     with open_report(opts.output, stdout) as out, aws_endpoint(opts.endpoint_url):
         write = _jsonl_writer(out) if opts.fmt == "jsonl" else None
         outcome = _sweep(opts, now, write, stderr)
-        status = _exit_status(outcome)
+        status = out.exit_status = _exit_status(outcome)  # a failure to write the report keeps a 1
         if write is not None:
             for gap in outcome.gaps:
                 write(gap.to_record())

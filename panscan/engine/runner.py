@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from itertools import groupby
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -34,13 +35,15 @@ from panscan import __version__
 from panscan.config import Policy
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
 from panscan.engine.progress import Progress
+from panscan.engine.stdin import STDIN_TARGET, scan_stdin
 from panscan.engine.sweep import Sweep
-from panscan.engine.worker import WorkerContext
+from panscan.engine.worker import WorkerContext, name_findings
 from panscan.findings.mask import load_or_create_key, mask_result, mask_text
 from panscan.match.matcher import CHUNK_SIZE
 from panscan.match.patterns import load_patterns
 from panscan.model import Finding, Item, ItemResult, Reason, RetentionVerdict, Status
 from panscan.sinks.base import Sink, Summary, open_sink
+from panscan.sinks.output import ReportStream, open_report_file
 from panscan.sinks.tee import TeeSink
 from panscan.sources.files import WalkOptions, enumerate_files
 from panscan.state import State, StateError
@@ -56,6 +59,23 @@ STATE_FILE = "state.db"
 
 class UsageError(Exception):
     """The scan cannot start as asked (exit status 3); the message is for the user."""
+
+
+class OutputError(Exception):
+    """A report, the evidence bundle or the state database could not be written (a full disk,
+    ``/dev/full``, a closed pipe, an I/O error). The message is one line naming what and the OS
+    reason; ``status`` is the exit status (see :func:`after_failed_write`)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def after_failed_write(status: int | None) -> int:
+    """The exit status of a run whose results could not all be written: a failed write never
+    hides card data (or data past retention) that was found, so 1 stays 1; anything else is
+    2, since the results are incomplete where they were meant to be."""
+    return EXIT_FOUND if status == EXIT_FOUND else EXIT_INCOMPLETE
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class ScanOptions:
     chunk_size: int = CHUNK_SIZE
     latest_only: bool = False
     restore: str | None = None  # S3 restore tier (Bulk, Standard, Expedited) or None
+    tags: bool = False  # S3: scan each version's tags too (one GetObjectTagging per version)
     endpoint_url: str | None = None
     split_threshold: int = SPLIT_THRESHOLD
     range_size: int = RANGE_SIZE
@@ -150,9 +171,20 @@ def open_state(path: Path | None, *, must_exist: bool = False) -> Iterator[State
         state.close()
 
 
-def check_targets(targets: tuple[str, ...]) -> None:
-    """Reject targets this version cannot scan (exit 3 before any work)."""
+def check_targets(targets: tuple[str, ...], *, stdin: bool = False) -> None:
+    """Reject targets that cannot be scanned, before any work (exit 3): a scheme this version
+    does not know, a path that does not exist, ``-`` (standard input) given twice or to a
+    command that does not read content (``stdin`` False), AWS targets without any AWS
+    credentials. "Nothing found" must never stand for "nothing was read"."""
+    if STDIN_TARGET in targets:
+        if not stdin:
+            raise UsageError("- (standard input) has no age to judge, and this command reads metadata only: "
+                             "scan it with 'panscan scan -'")
+        if targets.count(STDIN_TARGET) > 1:
+            raise UsageError("- (standard input) can be given only once")
     for target in targets:
+        if target == STDIN_TARGET:
+            continue
         scheme, sep, _ = target.partition("://")
         if scheme in ("s3-inventory", "glacier") and sep:
             from panscan.sources.glacier import parse_glacier_url
@@ -167,6 +199,27 @@ def check_targets(targets: tuple[str, ...]) -> None:
             # Only the scheme is echoed: the rest of a target is a name that may hold a number.
             raise UsageError(f"{scheme}:// targets are not supported; panscan scans local paths, s3://, "
                              "s3-inventory:// and glacier:// targets")
+        if _target_kind(target) == "path":
+            _check_path(target)
+    if any(_target_kind(t) != "path" for t in targets if t != STDIN_TARGET):
+        from panscan.sources.aws import credentials_missing
+
+        missing = credentials_missing()
+        if missing is not None:
+            raise UsageError(f"{missing} (nothing was scanned)")
+
+
+def _check_path(target: str) -> None:
+    """A local target that does not exist is a usage error. One that exists but cannot be
+    read (no permission) is left to the walk, which reports it as an item with its reason."""
+    try:
+        os.stat(target)  # command-line links are followed, as the walk does
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        why = ("a symbolic link to a path that does not exist" if os.path.islink(target)
+               else exc.strerror or "does not exist")
+        raise UsageError(f"target {target}: {why} (nothing was scanned)") from None
+    except (OSError, ValueError):  # ValueError: a NUL in the name; the walk says so
+        return
 
 
 def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: bool = False,
@@ -285,19 +338,29 @@ def _environment(name: str, value: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def open_report(path: Path | None, stdout: TextIO) -> Iterator[TextIO]:
-    """``stdout``, or ``path`` created (or truncated) with mode 0600: even masked reports
-    are sensitive."""
+def open_report(path: Path | None, stdout: TextIO) -> Iterator[ReportStream]:
+    """The stream of a report: ``stdout``, or ``path`` as :func:`sinks.output.open_report_file`
+    opens it (a new file mode 0600, an existing file or device left with its mode and owner).
+
+    A path that cannot be opened is a usage error (exit 3: nothing was done yet). A write that
+    fails later is recorded by the stream, never raised at the writer; when the block ends
+    normally with a failure no caller took (:meth:`ReportStream.take_failure`), it raises
+    :class:`OutputError` with :func:`after_failed_write` of the ``exit_status`` the caller
+    set on the stream.
+    """
     if path is None:
-        yield stdout
-        return
+        stream = ReportStream(stdout, "standard output")
+    else:
+        try:
+            stream = open_report_file(path)
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {path}: {exc.strerror or type(exc).__name__}") from None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)
-    except OSError as exc:
-        raise UsageError(f"cannot write the report to {path}: {exc.strerror or type(exc).__name__}") from None
-    with open(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as out:
-        yield out
+        yield stream
+    finally:
+        stream.close()
+    if stream.unhandled is not None:
+        raise OutputError(stream.unhandled, after_failed_write(stream.exit_status))
 
 
 class Tally:
@@ -373,10 +436,20 @@ class Tally:
 
 
 def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Run one scan and return its exit status; raises :class:`UsageError` (exit 3)."""
-    stdout = stdout if stdout is not None else sys.stdout
-    stderr = stderr if stderr is not None else sys.stderr
-    check_targets(opts.targets)
+    """Run one scan and return its exit status; raises :class:`UsageError` (exit 3) before
+    anything is scanned, :class:`OutputError` when the report, the evidence bundle or the state
+    could not be written (its status keeps a 1 when card data was found)."""
+    tally = Tally()
+    try:
+        return _run_scan(opts, tally, stdout if stdout is not None else sys.stdout,
+                         stderr if stderr is not None else sys.stderr)
+    except StateError as exc:  # unwritable mid-sweep (a full disk): what was committed stays
+        found = EXIT_FOUND if tally.findings or tally.expired_items else EXIT_INCOMPLETE
+        raise OutputError(f"{exc}; the sweep did not complete", after_failed_write(found)) from None
+
+
+def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -> int:
+    check_targets(opts.targets, stdin=True)
     volumes = discover_volumes(opts.include_root) if opts.volumes else []
     mounted = {m: v.volume_id for v in volumes for m in scanned_mounts(v)}
     if volumes and not mounted:
@@ -384,8 +457,9 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
     opts = replace(opts, targets=opts.targets + tuple(m for m in mounted if m not in opts.targets))
     started, t0 = datetime.now(UTC), time.monotonic()
     now = opts.as_of if opts.as_of is not None else started.timestamp()
-    tally = Tally()
     db = None if opts.no_state else state_path(opts.state)
+    reads_stdin = STDIN_TARGET in opts.targets
+    listed_targets = tuple(t for t in opts.targets if t != STDIN_TARGET)
     if opts.evidence is not None and opts.no_state:
         raise UsageError("--evidence needs the state's key to sign the bundle (and to verify it later): "
                          "use --state PATH, not --no-state")
@@ -397,13 +471,15 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot use the fingerprint key in {key_dir}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
-        bundle = stack.enter_context(evidence_sinks(opts, key)) if opts.evidence else None
+        bundle, bundle_files = stack.enter_context(evidence_sinks(opts, key)) if opts.evidence else ([], [])
+        outputs = [out, *bundle_files]
         sink: Sink = open_sink(opts.fmt, out, notes=stderr, policy=opts.policy)
-        if bundle is not None:
+        if bundle:
             sink = TeeSink([sink, *bundle])
-        ctx = WorkerContext(key, opts.policy.limits, opts.chunk_size)
+        ctx = WorkerContext(key, opts.policy.limits, opts.chunk_size, tags=opts.tags)
         walk = WalkOptions(excludes=opts.excludes + opts.policy.excludes,
-                           follow_symlinks=opts.follow_symlinks, one_filesystem=opts.one_filesystem)
+                           follow_symlinks=opts.follow_symlinks, one_filesystem=opts.one_filesystem,
+                           name_findings=partial(name_findings, key=key))
         pattern_version = load_patterns().version
         sweep = _begin_sweep(state, opts, now, pattern_version)
         for volume in volumes:
@@ -411,6 +487,7 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
         engine = make_engine(opts, ctx)
         interrupted = False
         stopped_by: str | None = None  # why the scan stopped on its own (credentials refused)
+        unwritable: str | None = None  # the first failed write of a report: the scan stops there
         seen_buckets: set[str] = set()
         # Items given to the engine whose result has not come back, by identity: an engine
         # gives back the very Item it was given (hashing a frozen Item costs a tuple of all
@@ -427,6 +504,16 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             sweep.record_findings(batch)
             tally.add_findings(batch.findings, verdict is not None)
             sink.write_findings(batch.findings)
+            check_outputs()
+
+        def check_outputs() -> None:
+            # Every later record would be lost as well: scanning on would only cost time. What
+            # was recorded in the state stays, and the same command resumes the sweep.
+            nonlocal unwritable
+            if unwritable is None:
+                unwritable = next((o.failure for o in outputs if o.failure), None)
+                if unwritable is not None:
+                    engine.interrupt()
 
         def handle(result: ItemResult) -> None:
             nonlocal stopped_by
@@ -438,6 +525,7 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             sink.write_item(masked)
             if verdict is not None:
                 sink.write_retention(verdict)
+            check_outputs()
             progress.update(masked)
             if masked.status is not Status.COMPLETE:
                 logger.info("%s: %s %s", masked.item.location, masked.status, masked.reason)
@@ -452,9 +540,13 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
 
         with _on_interrupt(engine), Progress(stderr) as progress:
             try:
+                if reads_stdin:  # read here, by the coordinator: see engine.stdin
+                    read = scan_stdin(ctx, lambda: engine.interrupted, handle_findings)
+                    streamed.pop(read.item, None)
+                    handle(read)
                 with engine:
                     logger.debug("scanning with %d worker processes", engine.workers)
-                    listed = enumerate_targets(opts.targets, walk, opts.latest_only, opts.restore,
+                    listed = enumerate_targets(listed_targets, walk, opts.latest_only, opts.restore,
                                                sweep.restore_pending if state is not None else None,
                                                glacier=_glacier_options(opts, now, sweep), state=state,
                                                waiting=True)
@@ -485,13 +577,33 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
             interrupted = engine.interrupted
         if stopped_by is not None:
             print(mask_text(f"panscan: error: {stopped_by}"), file=stderr)
-        elif interrupted:
+        elif interrupted and unwritable is None:
             logger.warning("interrupted: the report covers the items finished so far")
         summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
         stack.close()  # the bundle's report files are complete before the manifest is written
-        if opts.evidence is not None:
-            _seal_evidence(opts, key, summary, stderr)
+        failures = [f for f in (o.take_failure() for o in bundle_files) if f]
+        if opts.evidence is not None and not failures:  # never sign a bundle with a hole in it
+            try:
+                _seal_evidence(opts, key, summary, stderr)
+            except OSError as exc:
+                failures.append(f"cannot write the evidence bundle {opts.evidence}: {exc.strerror or exc}")
+        out.close()  # the report's last bytes: a failure to write them counts like any other
+        report_failure = out.take_failure()
+        if report_failure is not None:
+            failures.insert(0, report_failure)  # the report the user asked for is named first
+    if failures:
+        raise OutputError(_failure_line(failures[0], unwritable is not None, summary.sweep_id),
+                          after_failed_write(summary.exit_status))
     return summary.exit_status
+
+
+def _failure_line(failure: str, stopped: bool, sweep_id: int | None) -> str:
+    """The one line that says a report could not be written, and what became of the scan."""
+    if stopped:
+        failure += "; the scan stopped there"
+    if sweep_id is not None:
+        failure += f"; the results are in the state database (panscan report --sweep {sweep_id})"
+    return failure
 
 
 def _handed_out(records: Iterable[Item | ItemResult | None],
@@ -504,8 +616,9 @@ def _handed_out(records: Iterable[Item | ItemResult | None],
 
 
 @contextlib.contextmanager
-def evidence_sinks(opts: ScanOptions, key: bytes) -> Iterator[list[Sink]]:
-    """The JSON Lines and HTML copies of the report, written into a new bundle directory."""
+def evidence_sinks(opts: ScanOptions, key: bytes) -> Iterator[tuple[list[Sink], list[ReportStream]]]:
+    """The JSON Lines and HTML copies of the report, written into a new bundle directory, and
+    the streams of those files (a failure to write one is recorded there, as for the report)."""
     from panscan.evidence import EvidenceError, create_bundle, open_file
 
     assert opts.evidence is not None
@@ -513,8 +626,16 @@ def evidence_sinks(opts: ScanOptions, key: bytes) -> Iterator[list[Sink]]:
         directory = create_bundle(opts.evidence)
     except EvidenceError as exc:
         raise UsageError(str(exc)) from None
-    with open_file(directory, "results.jsonl") as jsonl, open_file(directory, "report.html") as html:
-        yield [open_sink("jsonl", jsonl), open_sink("html", html, policy=opts.policy)]
+    with contextlib.ExitStack() as files:
+        streams = []
+        for name in ("results.jsonl", "report.html"):
+            try:
+                stream = ReportStream(open_file(directory, name), str(directory / name), owned=True,
+                                      label=f"the evidence bundle file {directory / name}")
+            except OSError as exc:
+                raise UsageError(f"cannot write the evidence bundle {directory}: {exc.strerror or exc}") from None
+            streams.append(files.enter_context(contextlib.closing(stream)))
+        yield [open_sink("jsonl", streams[0]), open_sink("html", streams[1], policy=opts.policy)], streams
 
 
 def _seal_evidence(opts: ScanOptions, key: bytes, summary: Summary, stderr: TextIO) -> None:

@@ -72,6 +72,7 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
                 summary = tally.summary(0.0, True, started)
                 summary = Summary.from_record({**summary.to_record(), "sweep_id": sweep_id})
             sink.finish(summary)
+            out.exit_status = summary.exit_status  # a failure to write it keeps a 1
     return summary.exit_status
 
 

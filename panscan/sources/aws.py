@@ -13,6 +13,9 @@ What callers may rely on:
   (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, the config file). ``--endpoint-url`` reaches
   forked workers through ``AWS_ENDPOINT_URL`` (see ``engine.runner``). Credentials and region
   come from the standard chain.
+* :func:`credentials_missing` says, before a scan starts, when the standard chain finds no
+  credentials at all (no variables, no profile, no instance role): that is a configuration
+  error with its own message, never "renew" credentials that never existed.
 * Credentials that expire mid-scan (a session token, an SSO or role session) fail every
   later request the same way. :func:`credentials_refused` recognises such a failure,
   ``sources.s3.reason_for`` turns it into ``PERMISSION_DENIED`` with the detail of
@@ -31,6 +34,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     CredentialRetrievalError,
     NoCredentialsError,
@@ -60,14 +64,21 @@ _UNAVAILABLE = (NoCredentialsError, CredentialRetrievalError, TokenRetrievalErro
 #: The words an item's detail carries when its request was refused for expired credentials
 #: (``"ExpiredToken: AWS credentials expired"``) ...
 CREDENTIALS_EXPIRED = "AWS credentials expired"
-#: ... or because botocore could not find or refresh any (``"NoCredentialsError: ..."``).
+#: ... or because botocore could not refresh the ones it had (an SSO session or assumed
+#: role that ended: ``"CredentialRetrievalError: ..."``) ...
 CREDENTIALS_UNAVAILABLE = "AWS credentials unavailable"
+#: ... or because it found none at all (``"NoCredentialsError: ..."``): nothing to renew.
+CREDENTIALS_MISSING = "no AWS credentials found"
 _RENEW = "renew them and run again"
+_CONFIGURE = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an "
+              "instance role provides them")
+_ADVICE = {CREDENTIALS_EXPIRED: _RENEW, CREDENTIALS_UNAVAILABLE: _RENEW, CREDENTIALS_MISSING: _CONFIGURE}
 # The whole detail, as credentials_detail() writes it or the worker wraps a failed read: a
 # member name or a key that merely contains these words (details may quote member names)
 # must not stop a scan.
 _CREDENTIALS_DETAIL = re.compile(
-    rf"(?:read failed: )?(\w+): ({CREDENTIALS_EXPIRED}|{CREDENTIALS_UNAVAILABLE}); {_RENEW}")
+    rf"(?:read failed: )?(\w+): ({'|'.join(map(re.escape, _ADVICE))}); "
+    rf"(?:{'|'.join(map(re.escape, sorted(set(_ADVICE.values()))))})")
 
 _Key = tuple[int, str, str | None, str | None, int]
 _clients: dict[_Key, Any] = {}
@@ -116,20 +127,45 @@ def client(service: str, *, endpoint_url: str | None = None, region: str | None 
 def credentials_refused(exc: Exception) -> tuple[str, str] | None:
     """``(code, words)`` when ``exc`` (a failed AWS call) says the scan's credentials are no
     longer usable: an expired or invalidated session token (``words`` is
-    :data:`CREDENTIALS_EXPIRED`) or botocore unable to find or refresh credentials
-    (:data:`CREDENTIALS_UNAVAILABLE`); None for any other failure. ``code`` is the AWS error
-    code or the botocore exception's name, never a message (messages may quote a key)."""
+    :data:`CREDENTIALS_EXPIRED`), botocore unable to refresh credentials
+    (:data:`CREDENTIALS_UNAVAILABLE`) or finding none at all (:data:`CREDENTIALS_MISSING`:
+    a Dask worker without an instance role, a credentials file removed mid-scan); None for
+    any other failure. ``code`` is the AWS error code or the botocore exception's name, never
+    a message (messages may quote a key)."""
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code") or "")
         return (code, CREDENTIALS_EXPIRED) if code in EXPIRED_CODES else None
+    if isinstance(exc, NoCredentialsError):
+        return type(exc).__name__, CREDENTIALS_MISSING
     if isinstance(exc, _UNAVAILABLE):
         return type(exc).__name__, CREDENTIALS_UNAVAILABLE
     return None
 
 
+def credentials_missing() -> str | None:
+    """One line for the user when the standard chain gives this process no usable
+    credentials (checked once, before a scan of AWS targets starts); None when it finds some.
+
+    No credentials at all: ``no AWS credentials found: set AWS_PROFILE, ...``. A profile that
+    does not exist or a half-set pair of variables: botocore's own sentence (it names the
+    profile or the variable, never data). Credentials found but not refreshable (an SSO
+    session that ended): the "renew" message. Looking costs no request to AWS; on EC2 it asks
+    the instance metadata service for the role, as every client would.
+    """
+    try:
+        found = boto3.session.Session().get_credentials()
+    except _UNAVAILABLE as exc:
+        return f"{CREDENTIALS_UNAVAILABLE} ({type(exc).__name__}): {_RENEW}"
+    except BotoCoreError as exc:  # ProfileNotFound, PartialCredentialsError, a bad config file
+        return f"cannot use the AWS configuration ({type(exc).__name__}): {exc}"
+    if found is None:
+        return f"{CREDENTIALS_MISSING}: {_CONFIGURE}"
+    return None
+
+
 def credentials_detail(code: str, words: str) -> str:
     """The detail of an item refused for credentials (see :func:`credentials_refused`)."""
-    return f"{code}: {words}; {_RENEW}"
+    return f"{code}: {words}; {_ADVICE.get(words, _RENEW)}"
 
 
 def is_credentials_detail(detail: str) -> bool:
@@ -143,7 +179,8 @@ def credentials_problem(result: ItemResult) -> str | None:
     refused the scan's credentials (its detail is exactly what :func:`credentials_detail`
     wrote, possibly wrapped by the worker as ``read failed: ...``): the one-line message to
     stop the scan with, e.g. ``AWS credentials expired (ExpiredToken): the scan stopped
-    early; renew them and run again``. None otherwise."""
+    early; renew them and run again``, or ``no AWS credentials found (NoCredentialsError):
+    the scan stopped early; set AWS_PROFILE, ...``. None otherwise."""
     if (result.status is Status.COMPLETE or result.reason is not Reason.PERMISSION_DENIED
             or result.item.source == "file" or not result.detail):
         return None
@@ -151,4 +188,4 @@ def credentials_problem(result: ItemResult) -> str | None:
     if found is None:
         return None
     code, words = found.groups()
-    return f"{words} ({code}): the scan stopped early; {_RENEW}"
+    return f"{words} ({code}): the scan stopped early; {_ADVICE[words]}"

@@ -131,7 +131,7 @@ def client_error(code: str, status: int) -> ClientError:
     (client_error("InvalidToken", 400), "AWS credentials expired"),
     (client_error("RequestExpired", 400), "AWS credentials expired"),
     (client_error("TokenRefreshRequired", 400), "AWS credentials expired"),
-    (NoCredentialsError(), "AWS credentials unavailable"),
+    (NoCredentialsError(), "no AWS credentials found"),
     (CredentialRetrievalError(provider="sso", error_msg="token expired"), "AWS credentials unavailable"),
 ])
 @pytest.mark.parametrize("source", ["s3", "glacier"])
@@ -144,12 +144,15 @@ def test_refused_credentials_are_permission_denied_naming_the_code_and_stop_the_
 
     reason, detail = importlib.import_module(f"panscan.sources.{source}").reason_for(exc)
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-    assert (str(reason), detail) == ("PERMISSION_DENIED", f"{code}: {words}; renew them and run again")
+    # Credentials that never existed cannot be renewed: that case says how to provide them.
+    advice = ("set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role "
+              "provides them") if isinstance(exc, NoCredentialsError) else "renew them and run again"
+    assert (str(reason), detail) == ("PERMISSION_DENIED", f"{code}: {words}; {advice}")
     assert "s3://" not in detail  # never the message: it may quote a key
     item = Item(f"{source}://b/k", source)
     for status, wrapped in ((Status.ERROR, detail), (Status.PARTIAL, f"read failed: {detail}")):
         message = credentials_problem(ItemResult(item, status, reason, wrapped))
-        assert message == f"{words} ({code}): the scan stopped early; renew them and run again"
+        assert message == f"{words} ({code}): the scan stopped early; {advice}"
 
 
 @pytest.mark.parametrize(("code", "status", "reason"), [

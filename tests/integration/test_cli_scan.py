@@ -90,10 +90,12 @@ def test_findings_win_over_incomplete_coverage(dirty_tree: Path) -> None:
     assert main(["scan", str(dirty_tree), "--no-state", "--format", "jsonl"]) == 1
 
 
-def test_missing_target_is_an_item_error_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scan", str(tmp_path / "nope"), "--no-state", "--format", "jsonl"]) == 2
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert records[0]["reason"] == "NOT_FOUND" and records[0]["status"] == "error"
+def test_missing_target_is_a_usage_error_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 16: "nothing found" must never stand for "nothing was read" (more cases in
+    # test_cli_nothing_scanned.py).
+    assert main(["scan", str(tmp_path / "nope"), "--no-state", "--format", "jsonl"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "No such file or directory" in captured.err
 
 
 @pytest.mark.parametrize("argv", [
@@ -216,14 +218,15 @@ def test_jsonl_as_a_subprocess_has_the_documented_schema(dirty_tree: Path, tmp_p
     assert idx["finding" + finding["location"]] < idx["item" + finding["location"]]
 
 
-def test_output_file_is_created_0600_and_stdout_stays_empty(dirty_tree: Path, tmp_path: Path) -> None:
+def test_existing_output_file_is_truncated_keeps_its_mode_and_stdout_stays_empty(
+        dirty_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.jsonl"
     out.write_text("old content that must go\n")
     os.chmod(out, 0o644)
     proc = run_cli("scan", str(dirty_tree), "--format", "jsonl", "-o", str(out), "--no-state")
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == ""
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # issue 16: never chmod an existing path (new: 0600)
     assert "old content" not in out.read_text()
     assert json.loads(out.read_text().splitlines()[-1])["type"] == "summary"
 
