@@ -1,4 +1,5 @@
-"""The detection self-test (``panscan patterns test``): one sample of every supported format.
+"""The detection self-test (``panscan patterns test``): one sample of every supported format,
+and one of every card brand the file-format samples do not already show.
 
 An assessor confirming that the discovery method works on the file types in use asks for
 evidence that a card number is found inside each of them. :func:`samples` builds one sample
@@ -21,8 +22,9 @@ What callers may rely on:
   UTF-16, binary, legacy Office, track data) and the uncompressed tar, whose member bytes
   are stored as they are (its member path shows whether the tar was opened).
 * A format counts as *found* when a finding of the sample's kind with the sample's masked
-  form appears anywhere in its scan; the member path of that finding is recorded (the one
-  equal to the expected path if several were seen) so a wrong path is visible, not hidden.
+  form (and, for a ``brand …`` sample, the sample's brand) appears anywhere in its scan; the
+  member path of that finding is recorded (the one equal to the expected path if several
+  were seen) so a wrong path is visible, not hidden.
   A format whose extractor does not exist yet is reported missed: nothing is assumed.
 * Nothing here prints or returns a full number: results hold masked forms and member paths.
 """
@@ -65,7 +67,7 @@ class Sample:
     should carry (``None`` when the number is in the item's own text); ``kind`` is the
     finding kind expected; ``needs`` names the extractor module the format depends on
     (``None``: the core matcher and decompressors); ``raw_visible`` is described in the
-    module docstring.
+    module docstring; ``brand`` is set on a brand sample, whose finding must name that brand.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Sample:
     needs: str | None = None
     raw_visible: bool = False
     description: str = ""
+    brand: str | None = None  # a brand sample: the finding must name this brand to count
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ class Result:
 _PREFIXES = (("4", 16), ("51", 16), ("2221", 16), ("37", 15), ("6011", 16), ("3530", 16))
 
 
-def _pan(index: int) -> str:
-    prefix, length = _PREFIXES[index % len(_PREFIXES)]
+def _pan(index: int, prefix: str | None = None, length: int = 16) -> str:
+    """The number of sample ``index``: the format cycle's prefix, or ``prefix`` if given."""
+    if prefix is None:
+        prefix, length = _PREFIXES[index % len(_PREFIXES)]
     # Digits from a hash of the index: the same numbers on every run and machine.
     seed = hashlib.sha256(f"panscan-selftest-{index}".encode()).digest()
     middle = "".join(str(b % 10) for b in seed[:length - len(prefix) - 4])
@@ -535,9 +540,38 @@ def _specs() -> list[tuple[str, Kind, str | None, bool, str, _Builder]]:
     ]
 
 
+# Brands. The format samples above cycle through a few brands; every other brand of the pattern
+# set gets a sample of its own (a UTF-8 log line, as "text"), holding a number at the first
+# prefix of its first range, and one more at the first prefix of its broad ranges if it has
+# any, so the self-test shows that each brand patterns/brands.toml names is recognised. The
+# log line has a card keyword beside the number, which a broad-range number needs.
+
+_BRAND_SAMPLE = "brand "
+
+
+def _brand_specs() -> list[tuple[str, str, str, int]]:
+    """(sample name, brand, 8-digit prefix, length) for each brand no format sample carries."""
+    from panscan.match.patterns import load_patterns  # the table is read only when asked for
+
+    table = load_patterns().table
+    carried = {table.lookup(_pan(index)) for index in range(len(_specs()))}
+    out = []
+    for brand in table.brands:
+        ranges = [r for r in table.ranges if r.brand == brand]
+        length = 16 if 16 in ranges[0].lengths else min(n for n in ranges[0].lengths if n >= 13)
+        specific = [r for r in ranges if not r.broad]
+        broad = [r for r in ranges if r.broad]
+        if specific and brand not in carried:
+            out.append((f"{_BRAND_SAMPLE}{brand}", brand, f"{specific[0].low:08d}", length))
+        if broad:
+            out.append((f"{_BRAND_SAMPLE}{brand} (broad range)", brand, f"{broad[0].low:08d}", length))
+    return out
+
+
 def formats() -> list[str]:
-    """The names of the formats :func:`samples` covers, in report order."""
-    return [spec[0] for spec in _specs()]
+    """The names of the formats :func:`samples` covers, in report order: the file formats,
+    then one ``brand …`` sample per brand the file formats' numbers do not already show."""
+    return [spec[0] for spec in _specs()] + [spec[0] for spec in _brand_specs()]
 
 
 def make_sample(name: str, number: str | None = None) -> Sample:
@@ -545,11 +579,18 @@ def make_sample(name: str, number: str | None = None) -> Sample:
     (any digit string; tests pass a Luhn-failing one) or else the format's own generated
     number. ``masked`` is always the given number's masked form. Raises ``KeyError`` for an
     unknown format."""
-    for index, (spec_name, kind, needs, raw_visible, description, build) in enumerate(_specs()):
+    specs = _specs()
+    for index, (spec_name, kind, needs, raw_visible, description, build) in enumerate(specs):
         if spec_name == name:
             digits = number if number is not None else _pan(index)
             data, member = build(digits)
             return Sample(name, data, mask_digits(digits), member, kind, needs, raw_visible, description)
+    for index, (spec_name, brand, prefix, length) in enumerate(_brand_specs(), len(specs)):
+        if spec_name == name:
+            digits = number if number is not None else _pan(index, prefix, length)
+            data = _log_text(_grouped(digits)).encode()
+            return Sample(name, data, mask_digits(digits), None, Kind.PAN, None, True,
+                          f"{brand} number from IIN {prefix[:6]}, {length} digits, UTF-8 log line", brand)
     raise KeyError(name)
 
 
@@ -593,7 +634,8 @@ def run_selftest(sample_list: list[Sample] | None = None) -> list[Result]:
     results = []
     for sample in samples() if sample_list is None else sample_list:
         findings, reason, detail = scan_sample(sample.data, sample.name)
-        matching = [f for f in findings if f.masked == sample.masked and f.kind == sample.kind]
+        matching = [f for f in findings if f.masked == sample.masked and f.kind == sample.kind
+                    and sample.brand in (None, f.brand)]
         members = [f.member for f in matching]
         member = sample.member if sample.member in members else (members[0] if members else None)
         results.append(Result(sample.name, bool(matching), sample.masked, sample.kind, sample.member,

@@ -95,7 +95,8 @@ def mask_text(text: str) -> str:
     # Letters become "_", which is neither digit, separator nor letter: the letter rule no
     # longer applies, offsets stay the same.
     try:
-        hits = scan_bytes(data.translate(_LETTERS_OUT))
+        # Every valid number, whatever its shape: a URL or a table row in a name is still masked.
+        hits = scan_bytes(data.translate(_LETTERS_OUT), judge_structure=False)
     except Exception:
         # Fail closed: this runs on error paths too, where a broken matcher must not turn
         # into an unmasked message. Every long digit run keeps its last four digits only.

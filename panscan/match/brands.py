@@ -2,6 +2,12 @@
 
 Loaded from ``patterns/brands.toml`` and validated on load. Ranges are normalised to 8-digit
 prefixes, sorted, and looked up by bisection (Python) or ``searchsorted`` (numpy).
+
+A brand's ``ranges`` are specific allocations; its ``broad_ranges`` are wide published blocks
+(Maestro's 50 and 56-69, UATP's 1) that yield to every specific range of any brand inside them, so a
+Discover 65... or a Dankort 5019... number keeps its own brand without a hand-kept exclude
+list. What remains of a broad range is marked ``broad``: a number there is judged with lower
+confidence without a card keyword nearby (``structure.judge``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class IinRange:
     high: int  # inclusive, 8-digit prefix
     brand: str
     lengths: frozenset[int]
+    broad: bool = False  # what is left of a broad range once the specific ranges are carved out
 
 
 @dataclass(frozen=True)
@@ -43,16 +50,26 @@ class BrandTable:
     brand_index: npt.NDArray[np.int64]  # index into ``brands``
     low_list: tuple[int, ...]  # ``lows`` as Python ints, for bisect
 
-    def lookup(self, digits: str) -> str | None:
-        """The brand issuing ``digits`` (13-19 digits), or None."""
+    def range_of(self, digits: str) -> IinRange | None:
+        """The range issuing ``digits`` (13-19 digits: prefix and length), or None."""
         prefix = int(digits[:PREFIX_DIGITS])
         i = bisect.bisect_right(self.low_list, prefix) - 1
         if i < 0:
             return None
         r = self.ranges[i]
         if prefix <= r.high and len(digits) in r.lengths:
-            return r.brand
+            return r
         return None
+
+    def lookup(self, digits: str) -> str | None:
+        """The brand issuing ``digits`` (13-19 digits), or None."""
+        r = self.range_of(digits)
+        return None if r is None else r.brand
+
+    def is_broad(self, digits: str) -> bool:
+        """Whether ``digits`` is issued only by a broad range (see the module docstring)."""
+        r = self.range_of(digits)
+        return r is not None and r.broad
 
     def lookup_many(self, prefixes: npt.NDArray[np.int64],
                     lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -92,44 +109,85 @@ def _subtract(spans: list[tuple[int, int]], cut: tuple[int, int]) -> list[tuple[
     return out
 
 
+_KEYS = frozenset({"name", "ranges", "broad_ranges", "exclude", "lengths"})
+
+
+def _lengths(entry: dict[str, Any], name: str) -> frozenset[int]:
+    lengths = entry.get("lengths")
+    if (not isinstance(lengths, list) or not lengths
+            or any(not isinstance(n, int) or not MIN_LENGTH <= n <= MAX_LENGTH for n in lengths)):
+        raise BrandTableError(f"{name}: lengths must be a non-empty list of {MIN_LENGTH}-{MAX_LENGTH}")
+    return frozenset(lengths)
+
+
+def _range_list(entry: dict[str, Any], key: str, name: str) -> list[tuple[int, int]]:
+    raw = entry.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise BrandTableError(f"{name}: {key} must be a list of strings")
+    return [_parse_range(r, name) for r in raw]
+
+
+def _brand_spans(entry: dict[str, Any], name: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(specific spans, broad spans) of one brand, its excludes carved out of both."""
+    spans = _range_list(entry, "ranges", name)
+    broad = _range_list(entry, "broad_ranges", name)
+    if not spans and not broad:
+        raise BrandTableError(f"{name}: no ranges")
+    for ex in entry.get("exclude", []):
+        cut = _parse_range(ex, name)
+        if not any(lo <= cut[0] and cut[1] <= hi for lo, hi in spans + broad):
+            raise BrandTableError(f"{name}: exclude {ex!r} lies outside the brand's ranges")
+        spans, broad = _subtract(spans, cut), _subtract(broad, cut)
+    return spans, broad
+
+
+def _check_disjoint(ranges: list[IinRange]) -> None:
+    for a, b in itertools.pairwise(sorted(ranges, key=lambda r: r.low)):
+        if b.low <= a.high:
+            raise BrandTableError(
+                f"{a.brand} and {b.brand} overlap at prefix {b.low:0{PREFIX_DIGITS}d}")
+
+
 def build_table(doc: dict[str, Any]) -> BrandTable:
     """Validate a parsed brands document and build the lookup table."""
     entries = doc.get("brand")
     if not isinstance(entries, list) or not entries:
         raise BrandTableError("no [[brand]] entries")
-    ranges: list[IinRange] = []
+    specific: list[IinRange] = []
+    wide: list[tuple[str, frozenset[int], list[tuple[int, int]]]] = []
     names: list[str] = []
     for entry in entries:
-        unknown = set(entry) - {"name", "ranges", "exclude", "lengths"}
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise BrandTableError("a brand has no name")
+        unknown = set(entry) - _KEYS
         if unknown:
             raise BrandTableError(f"{name}: unknown keys {sorted(unknown)}")
         if name in names:
             raise BrandTableError(f"{name}: listed twice")
         names.append(name)
-        lengths = entry.get("lengths")
-        if (not isinstance(lengths, list) or not lengths
-                or any(not isinstance(n, int) or not MIN_LENGTH <= n <= MAX_LENGTH for n in lengths)):
-            raise BrandTableError(f"{name}: lengths must be a non-empty list of {MIN_LENGTH}-{MAX_LENGTH}")
-        raw = entry.get("ranges")
-        if not isinstance(raw, list) or not raw:
-            raise BrandTableError(f"{name}: no ranges")
-        spans = [_parse_range(r, name) for r in raw]
-        for ex in entry.get("exclude", []):
-            cut = _parse_range(ex, name)
-            if not any(lo <= cut[0] and cut[1] <= hi for lo, hi in spans):
-                raise BrandTableError(f"{name}: exclude {ex!r} lies outside the brand's ranges")
-            spans = _subtract(spans, cut)
-        ranges.extend(IinRange(lo, hi, name, frozenset(lengths)) for lo, hi in spans)
+        lengths = _lengths(entry, name)
+        spans, broad = _brand_spans(entry, name)
+        specific.extend(IinRange(lo, hi, name, lengths) for lo, hi in spans)
+        if broad:
+            wide.append((name, lengths, broad))
+    # Specific ranges must not overlap: two brands claiming one prefix is a data error.
+    _check_disjoint(specific)
+    ranges = list(specific)
+    for name, lengths, broad in wide:
+        for span in broad:
+            rest = [span]
+            for r in specific:  # a broad block yields to every specific range inside it
+                rest = _subtract(rest, (r.low, r.high))
+            if not rest:
+                raise BrandTableError(f"{name}: broad range {span[0]:0{PREFIX_DIGITS}d} is wholly "
+                                      "covered by specific ranges")
+            ranges.extend(IinRange(lo, hi, name, lengths, broad=True) for lo, hi in rest)
+    # Broad blocks of two brands (or one brand's twice) must not overlap either.
+    _check_disjoint(ranges)
     ranges.sort(key=lambda r: r.low)
-    for a, b in itertools.pairwise(ranges):
-        if b.low <= a.high:
-            raise BrandTableError(
-                f"{a.brand} and {b.brand} overlap at prefix {b.low:0{PREFIX_DIGITS}d}")
     brands = tuple(names)
-    table = BrandTable(
+    return BrandTable(
         ranges=tuple(ranges),
         brands=brands,
         lows=np.array([r.low for r in ranges], dtype=np.int64),
@@ -138,7 +196,6 @@ def build_table(doc: dict[str, Any]) -> BrandTable:
         brand_index=np.array([brands.index(r.brand) for r in ranges], dtype=np.int64),
         low_list=tuple(r.low for r in ranges),
     )
-    return table
 
 
 def parse_table(text: str) -> BrandTable:

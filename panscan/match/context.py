@@ -5,6 +5,7 @@ from __future__ import annotations
 import ahocorasick
 
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_WORD_OR_DOT = _WORD | {"."}
 
 
 class KeywordIndex:
@@ -23,6 +24,8 @@ class KeywordIndex:
         low = text.lower().decode("latin-1")
         for end, length in self._automaton.iter(low):
             start = end - length + 1
-            if (start == 0 or low[start - 1] not in _WORD) and (end + 1 >= len(low) or low[end + 1] not in _WORD):
+            # A "." before makes it a file extension ("hb-subset.cc", "notes.pan"), not a word.
+            word_start = start == 0 or low[start - 1] not in _WORD_OR_DOT
+            if word_start and (end + 1 >= len(low) or low[end + 1] not in _WORD):
                 return True
         return False

@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import regex
 
+from panscan.match import structure
 from panscan.match.luhn import DOUBLED, luhn_valid
 from panscan.match.patterns import PatternSet, load_patterns
+from panscan.match.structure import CARD_GROUPINGS
 from panscan.model import Confidence, Kind
 
 _hs: Any
@@ -52,7 +54,6 @@ MAX_CARRY = 64 * 1024
 # A byte-range task reads this much on either side of its range: more than the carry bound, so
 # runs and their context near a range edge are seen whole by the range that owns them.
 RANGE_OVERLAP = MAX_CARRY + 4096
-CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3)})
 
 if TYPE_CHECKING:  # numpy.typing costs ~60 ms of start-up; annotations only need it here
     import numpy.typing as npt
@@ -213,6 +214,7 @@ class _Region:
     head_continues: bool  # a run cut at the previous buffer's end continues at lo
     tail_open: bool  # the run reaching the buffer's end was cut; its end is not known
     at_stream_start: bool  # nothing precedes buffer offset 0
+    judge: bool = True  # apply structure.judge; False: every valid candidate (masking text)
 
 
 @dataclass(slots=True)
@@ -355,17 +357,23 @@ def _luhn_ok(digits: _U8, count: _I64) -> npt.NDArray[np.bool_]:
     return np.asarray(total % 10 == 0)
 
 
-def _confidence(groups: tuple[int, ...], data: bytes, start: int, end: int, scale: int,
-                patterns: PatternSet) -> Confidence:
-    card_like = len(groups) == 1 or groups in CARD_GROUPINGS
+def _keyword_near(data: bytes, start: int, end: int, patterns: PatternSet) -> bool:
     w = patterns.keywords.window
-    context = data[max(0, start - w):start] + b" " + data[end:end + w]
-    keyword = patterns.keywords.near(context)
-    if card_like and keyword:
-        return Confidence.HIGH
-    if card_like or keyword:
-        return Confidence.MEDIUM
-    return Confidence.LOW
+    return patterns.keywords.near(data[max(0, start - w):start] + b" " + data[end:end + w])
+
+
+def _confidence(groups: tuple[int, ...], digits: str, data: bytes, start: int, end: int,
+                patterns: PatternSet) -> Confidence | None:
+    """The confidence of a validated PAN candidate, or None when it is no card number
+    (structure.judge; a number only a broad IIN range issues needs a keyword there). A
+    published test number is always reported: grouping and keywords only set its confidence."""
+    keyword = _keyword_near(data, start, end, patterns)
+    if digits in patterns.test_pans:
+        card_like = len(groups) == 1 or groups in CARD_GROUPINGS
+        if card_like and keyword:
+            return Confidence.HIGH
+        return Confidence.MEDIUM if card_like or keyword else Confidence.LOW
+    return structure.judge(groups, digits, data, start, end, keyword, patterns.table.is_broad(digits))
 
 
 def _track_kind(data: bytes, start: int, end: int) -> Kind | None:
@@ -432,15 +440,15 @@ def _scan_view(view: _View, region: _Region, patterns: PatternSet) -> list[RawHi
     first, last, count, touch_before, brand = (
         first[issued], last[issued], count[issued], touch_before[issued], brand[issued])
     ok = _luhn_ok(_window_digits(a, g, first, last, count), count)
-    hits = []
+    found = []
     for i in np.flatnonzero(ok):
         f, la = int(first[i]), int(last[i])
         groups = tuple(int(x) for x in (g.end[f:la + 1] - g.start[f:la + 1]))
         hit = _make_hit(data, view, int(g.start[f]), int(g.end[la]), groups,
-                        patterns.table.brands[brand[i]], bool(touch_before[i]), patterns)
+                        patterns.table.brands[brand[i]], bool(touch_before[i]), patterns, region.judge)
         if hit is not None:
-            hits.append(hit)
-    return hits
+            found.append((hit, groups))
+    return _longest_card_grouped(found)
 
 
 def _scan_spans(data: bytes, view: _View, region: _Region, spans: list[tuple[int, int]],
@@ -449,7 +457,7 @@ def _scan_spans(data: bytes, view: _View, region: _Region, spans: list[tuple[int
 
     A handful of short spans costs less in plain Python than in a dozen numpy calls each.
     """
-    hits = []
+    found = []
     n = len(data)
     table = patterns.table
     for span_lo, span_hi in spans:
@@ -478,20 +486,24 @@ def _scan_spans(data: bytes, view: _View, region: _Region, spans: list[tuple[int
                         continue
                     sizes = tuple(e - s for s, e in groups[i:j + 1])
                     hit = _make_hit(data, view, g_start, w_end, sizes, brand, bool(i == 0 and letter_before),
-                                    patterns)
+                                    patterns, region.judge)
                     if hit is not None:
-                        hits.append(hit)
-    return hits
+                        found.append((hit, sizes))
+    return _longest_card_grouped(found)
 
 
 def _make_hit(data: bytes, view: _View, start: int, end: int, groups: tuple[int, ...], brand: str,
-              letter_before: bool, patterns: PatternSet) -> RawHit | None:
+              letter_before: bool, patterns: PatternSet, judge: bool = True) -> RawHit | None:
     kind = _track_kind(data, start, end)
     if letter_before and kind is not Kind.TRACK1:
         return None  # touched a letter that was not the "%B" of track 1
     digits = data[start:end].translate(None, b" -").decode("ascii")
     confidence = (Confidence.HIGH if kind is not None
-                  else _confidence(groups, data, start, end, view.scale, patterns))
+                  else _confidence(groups, digits, data, start, end, patterns))
+    if confidence is None:
+        if judge:
+            return None  # a structure that is not a card number
+        confidence = Confidence.LOW  # masking: every valid number is hidden, whatever its shape
     return RawHit(
         offset=view.to_buf(start),
         length=view.scale * (end - start),
@@ -501,6 +513,19 @@ def _make_hit(data: bytes, view: _View, start: int, end: int, groups: tuple[int,
         confidence=confidence,
         test_card=digits in patterns.test_pans,
     )
+
+
+def _longest_card_grouped(found: list[tuple[RawHit, tuple[int, ...]]]) -> list[RawHit]:
+    """The hits less those whose start a longer, card-grouped hit shares.
+
+    A 19-digit number printed 4-4-4-4-3 holds a 16-digit window at its start that may pass
+    the checks too; it is one number, reported once, as the longer one.
+    """
+    longest: dict[int, int] = {}
+    for hit, groups in found:
+        if groups in CARD_GROUPINGS and hit.length > longest.get(hit.offset, 0):
+            longest[hit.offset] = hit.length
+    return [hit for hit, _ in found if hit.length >= longest.get(hit.offset, 0)]
 
 
 # Digits become "d", NUL stays NUL, every other byte becomes "x".
@@ -544,8 +569,10 @@ class StreamScanner:
     """
 
     def __init__(self, patterns: PatternSet | None = None, *, base_offset: int = 0,
-                 own_from: int = 0, own_to: int | None = None) -> None:
+                 own_from: int = 0, own_to: int | None = None, judge_structure: bool = True) -> None:
         self._patterns = patterns or load_patterns()
+        # False for masking names and messages: there, a number is hidden whatever its shape.
+        self._judge = judge_structure
         self._buf = b""
         self._buf_abs = base_offset  # absolute offset of self._buf[0]
         self._lo = 0  # owned region starts here in self._buf
@@ -599,7 +626,7 @@ class StreamScanner:
 
     def _scan(self, buf: bytes, cut: int, tail_open: bool) -> list[RawHit]:
         region = _Region(self._lo, cut, self._head_continues, tail_open,
-                         at_stream_start=self._buf_abs == 0)
+                         at_stream_start=self._buf_abs == 0, judge=self._judge)
         found = scan_buffer(buf, region, self._patterns)
         # Lines: newlines between own_from and each hit, counted once per byte.
         abs_lo, abs_hi = self._buf_abs + self._lo, self._buf_abs + cut
@@ -687,14 +714,16 @@ def _has_candidates(data: bytes) -> bool:
 
 
 def scan_chunks(chunks: Iterable[bytes], patterns: PatternSet | None = None, *,
-                base_offset: int = 0) -> Iterator[RawHit]:
-    """Hits of a whole stream given as chunks."""
-    scanner = StreamScanner(patterns, base_offset=base_offset)
+                base_offset: int = 0, judge_structure: bool = True) -> Iterator[RawHit]:
+    """Hits of a whole stream given as chunks; ``judge_structure=False`` keeps the valid
+    numbers that structure.judge would not report (masking text must hide those too)."""
+    scanner = StreamScanner(patterns, base_offset=base_offset, judge_structure=judge_structure)
     for chunk in chunks:
         yield from scanner.feed(chunk)
     yield from scanner.finish()
 
 
-def scan_bytes(data: bytes, patterns: PatternSet | None = None) -> list[RawHit]:
-    """Hits of one complete buffer."""
-    return list(scan_chunks([data], patterns))
+def scan_bytes(data: bytes, patterns: PatternSet | None = None, *,
+               judge_structure: bool = True) -> list[RawHit]:
+    """Hits of one complete buffer (``judge_structure``: see scan_chunks)."""
+    return list(scan_chunks([data], patterns, judge_structure=judge_structure))

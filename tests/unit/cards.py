@@ -18,6 +18,13 @@ def spaced(pan: str, sep: str = " ") -> str:
     return sep.join(pan[i:i + 4] for i in range(0, len(pan), 4))
 
 
+def printed(pan: str, sep: str = " ") -> str:
+    """The number grouped as card networks print it: 4-6-5 (15 digits), 4-6-4 (14), else fours."""
+    if len(pan) in (14, 15):
+        return sep.join((pan[:4], pan[4:10], pan[10:]))
+    return spaced(pan, sep)
+
+
 PATHS = ("sparse", "dense", "no-hyperscan")
 
 

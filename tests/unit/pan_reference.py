@@ -9,6 +9,7 @@ import re
 
 from panscan.match.luhn import luhn_valid
 from panscan.match.patterns import PatternSet
+from panscan.match.structure import CARD_GROUPINGS, judge
 
 RUN = re.compile(rb"[0-9]+(?:[ \-][0-9]+)*")
 GROUP = re.compile(rb"[0-9]+")
@@ -47,5 +48,17 @@ def reference_hits(data: bytes, patterns: PatternSet) -> list[tuple[int, str, st
                 if kind != "track1" and ((i == 0 and before is not None and is_letter(before))
                                          or (j == len(groups) - 1 and after is not None and is_letter(after))):
                     continue
-                out.append((ws, digits, kind, brand))
-    return sorted(out)
+                sizes = tuple(b - a for a, b in groups[i:j + 1])
+                if kind == "pan" and digits not in patterns.test_pans:
+                    # Structures that are not card numbers (panscan.match.structure, tested on its own).
+                    w = patterns.keywords.window
+                    keyword = patterns.keywords.near(data[max(0, ws - w):ws] + b" " + data[we:we + w])
+                    if judge(sizes, digits, data, ws, we, keyword, patterns.table.is_broad(digits)) is None:
+                        continue
+                out.append((ws, digits, kind, brand, we - ws, sizes))
+    # A shorter number at the start of a longer card-grouped one is the same number: once.
+    longest = {}
+    for ws, _, _, _, length, sizes in out:
+        if sizes in CARD_GROUPINGS:
+            longest[ws] = max(longest.get(ws, 0), length)
+    return sorted((ws, d, k, b) for ws, d, k, b, length, _ in out if length >= longest.get(ws, 0))
