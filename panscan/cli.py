@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,10 +22,14 @@ from panscan.config import (
     MAX_KEEP,
     ConfigError,
     Policy,
+    append_allow,
     describe_policy,
+    expired_allow_warnings,
     load_policy,
+    parse_date,
     parse_duration,
     parse_size,
+    utc_today,
 )
 from panscan.engine.local import EngineError
 from panscan.engine.runner import (
@@ -38,6 +42,7 @@ from panscan.engine.runner import (
     run_scan,
     state_path,
 )
+from panscan.engine.suppress import CONFIDENCES
 from panscan.findings.mask import mask_text
 from panscan.sinks.base import FORMATS
 from panscan.state import StateError
@@ -52,11 +57,14 @@ full card numbers never appear in reports or logs."""
 
 EPILOG = """\
 exit status:
-  0  nothing found and every item scanned completely
+  0  nothing found and everything that should have been read was read completely (items
+     left out on purpose: excludes, links not followed, FIFOs and devices, other
+     filesystems, are listed with their reason but are no gap in coverage)
   1  card data found, or data older than the policy's retention (with --policy); a later
      error (a report or the state that cannot be written) never hides it
-  2  no card data found, but coverage is incomplete (items skipped, partial, in error,
-     or the scan was interrupted), or the report or the state could not be written
+  2  no card data found, but coverage is incomplete (items partial, in error, or skipped
+     for any other reason, or the scan was interrupted), or the report or the state could
+     not be written
   3  usage or configuration error, nothing scanned: a target that does not exist, no AWS
      credentials for an AWS target, a report path that cannot be opened"""
 
@@ -80,6 +88,10 @@ what has not changed (S3 versions, files with the same size, mtime and inode) un
 changed, marks findings "new" or "still present", lists those resolved since, and resumes a sweep
 that was killed. With --no-state every item is read and a temporary key is used, so fingerprints
 are not comparable across runs.
+
+Findings an [[allow]] entry of the policy matches (see 'panscan allow') are listed as suppressed,
+with the entry's reason, and findings below --min-confidence are counted: neither counts as card
+data found in the exit status.
 
 """ + EPILOG
 
@@ -205,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "an existing one keeps its mode and owner)")
     _add_state_options(out)
     out.add_argument("--policy", type=Path, metavar="FILE",
-                     help="panscan.toml: limits, excludes and retention rules (validated before scanning); "
-                          "items older than their rule are reported, and card data in them first")
+                     help="panscan.toml: limits, excludes, retention rules and [[allow]] entries (validated "
+                          "before scanning); items older than their rule are reported, and card data in them "
+                          "first; findings an [[allow]] entry matches are listed as suppressed")
     out.add_argument("--evidence", type=Path, metavar="DIR",
                      help="also write a signed evidence bundle into the new directory DIR: the JSON Lines "
                           "results, the HTML report, the policy, the pattern-set hash and a manifest of "
@@ -214,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--as-of", type=_as_of, metavar="TIME",
                      help="judge retention ages as of TIME (e.g. 2026-09-30 or 2026-09-30T12:00:00Z, UTC "
                           "unless a zone is given; default: now)")
+    out.add_argument("--min-confidence", choices=CONFIDENCES, default="low",
+                     help="report findings of this confidence or higher (default: low, every finding); those "
+                          "below are counted in the summary (below_threshold), not listed, and not in the "
+                          "exit status")
 
     walk = scan.add_argument_group("what to scan")
     walk.add_argument("--exclude", action="append", default=[], metavar="GLOB",
@@ -236,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "user metadata and Content-Disposition are always scanned, at no extra request)")
     walk.add_argument("--endpoint-url", metavar="URL",
                       help="AWS endpoint to use instead of the standard one (default: AWS_ENDPOINT_URL "
-                           "or the AWS configuration)")
+                           "or the AWS configuration); with --engine dask it is sent to the workers with "
+                           "each batch, with the region, whatever their own environment says")
 
     ebs = scan.add_argument_group("EBS volumes (on an EC2 instance)")
     ebs.add_argument("--volumes", action="store_true",
@@ -276,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_retention_parser(commands)
     _add_stored_parsers(commands)
+    _add_allow_parser(commands)
     volumes = commands.add_parser(
         "volumes", help="EBS volumes attached to this EC2 instance: devices, mounts, encryption",
         description="List the EBS volumes attached to this instance (instance metadata, IMDSv2, then\n"
@@ -377,8 +396,9 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
     jobs = commands.add_parser(
         "jobs", help="pending S3 restores and Glacier jobs in the state database",
         description="List the S3 restores requested by 'scan --restore' that no scan has read yet, and\n"
-                    "pending Glacier jobs.",
-        epilog="exit status: 0 nothing pending, 2 something pending, 3 usage error",
+                    "pending Glacier jobs, then the Glacier archives retrieved but not read yet (the next\n"
+                    "scan of their vault reads them).",
+        epilog="exit status: 0 nothing pending, 2 something pending or retrieved and not read yet, 3 usage error",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     jobs.add_argument("--format", choices=("table", "jsonl"), default="table")
     jobs.add_argument("--state", type=Path, metavar="PATH", help="state database (default as for scan)")
@@ -387,6 +407,52 @@ def _add_stored_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
                            "outputs are read by the next scan)")
     jobs.add_argument("--endpoint-url", metavar="URL", help="AWS endpoint to use instead of the standard one")
     _add_state_parser(commands)
+
+
+ALLOW_EPILOG = """\
+exit status: 0 added, 3 usage or configuration error (nothing written)
+
+The entry is appended to the policy file (created when missing); the rest of the file, its
+comments included, is left as it is. Later scans with --policy FILE list the finding as a
+'suppressed' record with the reason, instead of reporting it: counted in the summary, shown in
+every report, never in the exit status. A fingerprint is keyed by the state's key: the entry
+matches in scans that use the same state directory (not with --no-state)."""
+
+
+def _add_allow_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    allow = commands.add_parser(
+        "allow", help="suppress a known finding by its fingerprint: append an [[allow]] entry to the policy",
+        description="Mark a finding (by the fingerprint a report gives it) as a known false positive or as\n"
+                    "accepted, with the reason, by appending an [[allow]] entry to the policy file.",
+        epilog=ALLOW_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    allow.add_argument("fingerprint", metavar="FINGERPRINT",
+                       help="the finding's fingerprint (64 hex digits, the 'fingerprint' field of a report)")
+    allow.add_argument("--reason", required=True, metavar="TEXT",
+                       help="why it may stay (required; shown beside the finding in every report)")
+    allow.add_argument("--expires", type=_date, metavar="DATE",
+                       help="the last day the entry suppresses the finding, e.g. 2027-06-30 (default: never)")
+    allow.add_argument("--location", metavar="GLOB",
+                       help="only where the location matches GLOB (fnmatch, '*' crosses '/'; default: anywhere)")
+    allow.add_argument("--policy", type=Path, default=Path("panscan.toml"), metavar="FILE",
+                       help="the policy file to append to (default: panscan.toml)")
+
+
+def _date(text: str) -> date:
+    try:
+        return parse_date(text, "date")
+    except ConfigError:
+        raise argparse.ArgumentTypeError("expected a date such as 2027-06-30") from None
+
+
+def _allow(args: argparse.Namespace) -> int:
+    # Masked before it is written: the policy file is copied into evidence bundles, and a
+    # reason or glob quoting a card number must not put one on disk.
+    rule, added = append_allow(args.policy, args.fingerprint, mask_text(args.reason), expires=args.expires,
+                               location=None if args.location is None else mask_text(args.location))
+    where = f" (line {rule.line})" if rule.line is not None else ""
+    print(mask_text(f"panscan: added [[allow]] #{rule.number} to {args.policy}{where}:"))
+    print(mask_text(added), end="")
+    return 0
 
 
 def _keep_count(text: str) -> int:
@@ -500,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify(args)
         if args.command == "check-config":
             return _check_config(args)
+        if args.command == "allow":
+            return _allow(args)
         if args.command == "retention":
             return _retention(args)
         if args.command == "report":
@@ -543,7 +611,7 @@ def _confirm(estimate: str) -> bool:
     """Ask before a retrieval is initiated; without a terminal to ask on, the answer is no."""
     _say(estimate)
     if not sys.stdin.isatty():
-        _say("panscan: retrievals not initiated: stdin is not a terminal (pass --yes to initiate them)")
+        _say("panscan: stdin is not a terminal to ask on: pass --yes to initiate the retrievals")
         return False
     try:
         answer = input("Initiate these retrievals? [y/N] ")
@@ -574,8 +642,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy_file)
-    for line in describe_policy(policy):
+    today = utc_today()
+    for line in describe_policy(policy, today):
         print(mask_text(line))
+    for warning in expired_allow_warnings(policy, today):
+        _say(f"panscan: warning: {warning}")
     print(mask_text(f"{args.policy_file}: valid"))
     return 0
 
@@ -627,6 +698,7 @@ def _scan(args: argparse.Namespace) -> int:
         retrieve=args.retrieve, max_bytes=args.max_bytes, older_than_days=args.older_than,
         wait_seconds=args.wait, confirm=None if args.yes else _confirm, region=args.region,
         volumes=args.volumes, include_root=args.include_root, evidence=args.evidence,
+        min_confidence=args.min_confidence,
         engine=args.engine, scheduler=(args.scheduler or os.environ.get("PANSCAN_DASK_SCHEDULER")
                                        if args.engine == "dask" else None),
         **({"chunk_size": args.chunk_size} if args.chunk_size else {}),

@@ -65,6 +65,40 @@ class RetentionRule:
 
 
 @dataclass(frozen=True)
+class AllowRule:
+    """One ``[[allow]]`` entry: a finding an assessor marked once as a known false positive
+    or accepted data, so later sweeps list it as ``suppressed`` instead of reporting it.
+
+    It matches by ``fingerprint`` (a finding's keyed fingerprint, lower-case hex), by
+    ``location`` (an fnmatch glob over locations, as retention rules match) or by ``masked``
+    (a masked form such as ``411111******1111``); a ``location`` next to a ``fingerprint`` or
+    ``masked`` narrows it to the places the glob matches. ``reason`` is required; after
+    ``expires`` (inclusive: the entry holds through that day, UTC) it suppresses nothing.
+    ``number`` is its place among the file's entries (1-based), ``line`` the line of its
+    ``[[allow]]`` header.
+    """
+
+    number: int
+    reason: str
+    fingerprint: str | None = None
+    location: str | None = None
+    masked: str | None = None
+    expires: datetime.date | None = None
+    line: int | None = None
+
+    @property
+    def matched_by(self) -> str:
+        """How it matches: ``fingerprint``, ``masked`` or ``location``, with ``+location``
+        when a glob narrows a fingerprint or masked entry."""
+        kind = "fingerprint" if self.fingerprint else "masked" if self.masked else "location"
+        return kind + ("+location" if kind != "location" and self.location else "")
+
+    def expired(self, today: datetime.date) -> bool:
+        """Whether the entry no longer suppresses anything on ``today``."""
+        return self.expires is not None and today > self.expires
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated policy; the defaults are what panscan does without ``--policy``."""
 
@@ -76,6 +110,8 @@ class Policy:
     # [state]: sweeps kept after each scan (None: no bound); see ``panscan state prune``.
     state_keep: int | None = None
     state_prune_older_than_days: int | None = None
+    # [[allow]]: findings an assessor accepted (each with a reason); see AllowRule.
+    allow: tuple[AllowRule, ...] = ()
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dwy])\s*$")
@@ -88,6 +124,15 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 _MAX_AGE_DAYS = 1000 * 365
 
 _DURATION_EXPECTED = 'expected a duration such as "90d", "13w" or "2y"'
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_EXPECTED = "expected a date such as 2027-06-30"
+#: A finding's ``fingerprint``: HMAC-SHA256, 64 hex digits.
+FINGERPRINT = re.compile(r"^[0-9a-fA-F]{64}$")
+_FINGERPRINT_EXPECTED = "expected the 64 hex digits of a finding's fingerprint (the \"fingerprint\" field of a report)"
+# What findings.mask.mask_digits gives: first six, asterisks, last four (15-19 digits), or
+# asterisks and the last four (12-14 digits).
+_MASKED = re.compile(r"^(?:[0-9]{6}\*{5,9}[0-9]{4}|\*{8,10}[0-9]{4})$")
+_MASKED_EXPECTED = "expected a masked number as reports show it, such as \"411111******1111\""
 _SIZE_EXPECTED = 'expected a size such as 1048576, "512MiB" or "4GiB"'
 
 
@@ -125,6 +170,34 @@ def parse_size(value: object, where: str) -> int:
     return size
 
 
+def parse_date(value: object, where: str) -> datetime.date:
+    """A calendar date: a TOML date (``2027-06-30``) or a string in that form."""
+    day = _date(value)
+    if day is None:
+        raise ConfigError(f"{where}: {_DATE_EXPECTED}, got {_show(value)}")
+    return day
+
+
+def parse_fingerprint(value: object, where: str) -> str:
+    """A finding's fingerprint (64 hex digits), lower-cased as reports write it."""
+    if isinstance(value, str) and FINGERPRINT.match(value.strip()):
+        return value.strip().lower()
+    raise ConfigError(f"{where}: {_FINGERPRINT_EXPECTED}, got {_show(value)}")
+
+
+def _date(value: object) -> datetime.date | None:
+    if isinstance(value, datetime.datetime):  # a date with a time: which day it ends is unclear
+        return None
+    if isinstance(value, datetime.date):
+        return value
+    if isinstance(value, str) and _DATE.match(value.strip()):
+        try:
+            return datetime.date.fromisoformat(value.strip())
+        except ValueError:  # 2027-02-30
+            return None
+    return None
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file."""
     p = Path(path)
@@ -151,12 +224,14 @@ def parse_policy(text: str, name: str = "panscan.toml") -> Policy:
     return _Checker(text, name).policy(doc)
 
 
-def describe_policy(policy: Policy) -> list[str]:
+def describe_policy(policy: Policy, today: datetime.date | None = None) -> list[str]:
     """Lines for a person summarising a valid policy (what ``check-config`` prints).
 
     In order: one line per retention rule (name, maximum age in days, globs,
     justification), the default for items no rule matches, the limits that differ from
-    the defaults, the excludes, and the bounds on the state (``[state]``) when set.
+    the defaults, the excludes, the bounds on the state (``[state]``) when set, and one line
+    per ``[[allow]]`` entry (:func:`describe_allow`; expired ones as of ``today``, default
+    the current UTC date).
     """
     lines: list[str] = []
     if not policy.rules:
@@ -183,17 +258,117 @@ def describe_policy(policy: Policy) -> list[str]:
         if policy.state_prune_older_than_days is not None else [])
     if bounds:
         lines.append(f"state: {' and '.join(bounds)} after each scan")
+    today = today or utc_today()
+    lines += [describe_allow(rule, today) for rule in policy.allow]
     return lines
+
+
+def utc_today() -> datetime.date:
+    """The date ``expires`` is judged against: today, in UTC."""
+    return datetime.datetime.now(datetime.UTC).date()
+
+
+def describe_allow(rule: AllowRule, today: datetime.date) -> str:
+    """One line for a person: ``allow #2 (line 14): fingerprint 9f2c...; reason: ...; expires ...``."""
+    where = f" (line {rule.line})" if rule.line is not None else ""
+    if rule.fingerprint:
+        what = f"fingerprint {rule.fingerprint}"
+    elif rule.masked:
+        what = f"masked {rule.masked}"
+    else:
+        what = f"location {rule.location}"
+    if rule.location and (rule.fingerprint or rule.masked):
+        what += f" at {rule.location}"
+    if rule.expires is None:
+        until = "no expiry"
+    elif rule.expired(today):
+        until = f"EXPIRED {rule.expires.isoformat()}: no longer suppresses anything"
+    else:
+        until = f"expires {rule.expires.isoformat()}"
+    return f"allow #{rule.number}{where}: {what}; reason: {rule.reason}; {until}"
+
+
+def expired_allow_warnings(policy: Policy, today: datetime.date) -> list[str]:
+    """A warning per ``[[allow]]`` entry past its ``expires`` date, naming file and line."""
+    warnings = []
+    for rule in policy.allow:
+        if rule.expired(today):
+            assert rule.expires is not None
+            where = f"{policy.source}:{rule.line}: " if policy.source and rule.line else ""
+            warnings.append(f"{where}[[allow]] #{rule.number} expired on {rule.expires.isoformat()}: it no longer "
+                            "suppresses anything (renew its expires date or remove it)")
+    return warnings
+
+
+def append_allow(path: str | Path, fingerprint: str, reason: str, *, expires: datetime.date | None = None,
+                 location: str | None = None, today: datetime.date | None = None) -> tuple[AllowRule, str]:
+    """Append one ``[[allow]]`` entry to the policy file at ``path`` (created when missing) and
+    return it with the text added.
+
+    The file's text is kept as it is, comments and layout included: the entry is appended,
+    never the document rewritten. The file as it would be is validated first; when that fails
+    (the existing file is invalid, or the values are), :class:`ConfigError` names the file and
+    line and nothing is written.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:
+        raise ConfigError(f"cannot read the policy file: {exc.strerror or exc}", str(p)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8 text", str(p), data[:exc.start].count(b"\n") + 1) from None
+    if not reason.strip():
+        raise ConfigError("--reason: say why this finding may stay (it is shown beside it in every report)")
+    fingerprint = parse_fingerprint(fingerprint, "FINGERPRINT")
+    lines = [f"[[allow]]  # added by panscan allow on {(today or utc_today()).isoformat()}",
+             f"fingerprint = {_toml_string(fingerprint)}"]
+    if location is not None:
+        lines.append(f"location = {_toml_string(location)}")
+    lines.append(f"reason = {_toml_string(reason.strip())}")
+    if expires is not None:
+        lines.append(f"expires = {expires.isoformat()}")
+    block = "\n".join(lines) + "\n"
+    lead = "" if not text else "\n" if text.endswith("\n") else "\n\n"
+    policy = parse_policy(text + lead + block, str(p))
+    try:
+        with open(p, "a", encoding="utf-8") as out:
+            out.write(lead + block)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the policy file: {exc.strerror or exc}", str(p)) from None
+    return policy.allow[-1], block
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string. Text that is not Unicode (an argument that was not
+    UTF-8) is refused: TOML holds Unicode only."""
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            raise ConfigError("not valid UTF-8 text (a TOML file holds Unicode only)")
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 # Where a value sits in the document: table and key names, and 0-based indexes into arrays
 # (the n-th [[retention.rule]] is ("retention", "rule", n - 1)).
 _At = tuple[str | int, ...]
 
-_TOP = {"retention": "[retention]", "limits": "[limits]", "scan": "[scan]", "state": "[state]"}
+_TOP = {"retention": "[retention]", "limits": "[limits]", "scan": "[scan]", "state": "[state]", "allow": "[[allow]]"}
 #: The most sweeps ``keep`` may ask for: more is a typo, not a bound.
 MAX_KEEP = 1_000_000
 _RULE_KEYS = {"name", "match", "max_age", "justification"}
+_ALLOW_KEYS = {"fingerprint", "location", "masked", "reason", "expires"}
 
 
 class _Checker:
@@ -237,7 +412,57 @@ class _Checker:
         self.only(scan, {"exclude"}, ("scan",), "[scan]")
         excludes = self.strings(scan.get("exclude", []), ("scan", "exclude"), "[scan] exclude")
         keep, older = self.state(self.table(doc, "state"))
-        return Policy(default_days, rules, self.limits(limits), excludes, self.name, keep, older)
+        return Policy(default_days, rules, self.limits(limits), excludes, self.name, keep, older,
+                      allow=self.allow(doc))
+
+    def allow(self, doc: dict[str, Any]) -> tuple[AllowRule, ...]:
+        raw = doc.get("allow", [])
+        if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+            self.fail(("allow",), "allow: expected [[allow]] tables (with double brackets), one per entry")
+        return tuple(self.allow_rule(entry, i) for i, entry in enumerate(raw))
+
+    def allow_rule(self, raw: dict[str, Any], i: int) -> AllowRule:
+        at: _At = ("allow", i)
+        label = f"[[allow]] #{i + 1}"
+        self.only(raw, _ALLOW_KEYS, at, label)
+        if "fingerprint" in raw and "masked" in raw:
+            self.fail((*at, "masked"), f"{label}: two matchers, fingerprint and masked: give one of fingerprint, "
+                                       "location or masked (a location may narrow a fingerprint or masked entry)")
+        if not {"fingerprint", "location", "masked"} & raw.keys():
+            self.fail(at, f"{label}: no matcher: give one of fingerprint, location or masked")
+        fingerprint = masked = location = None
+        if "fingerprint" in raw:
+            value = raw["fingerprint"]
+            if not isinstance(value, str) or not FINGERPRINT.match(value.strip()):
+                self.fail((*at, "fingerprint"), f"{label} fingerprint: {_FINGERPRINT_EXPECTED}, got {_show(value)}")
+            fingerprint = value.strip().lower()
+        if "masked" in raw:
+            value = raw["masked"]
+            if not isinstance(value, str) or not _MASKED.match(value.strip()):
+                self.fail((*at, "masked"), f"{label} masked: {_MASKED_EXPECTED}, got {_show(value)}")
+            masked = value.strip()
+        if "location" in raw:
+            value = raw["location"]
+            if not isinstance(value, str) or not value.strip():
+                self.fail((*at, "location"), f"{label} location: expected a non-empty glob, got {_show(value)}")
+            location = value
+        if "reason" not in raw:
+            self.fail(at, f'{label}: missing "reason": say why these findings may stay (it is shown beside them '
+                          "in every report)")
+        reason = raw["reason"]
+        if not isinstance(reason, str) or not reason.strip():
+            self.fail((*at, "reason"), f"{label} reason: expected a non-empty string, got {_show(reason)}")
+        expires = None
+        if "expires" in raw:
+            expires = _date(raw["expires"])
+            if expires is None:
+                self.fail((*at, "expires"), f"{label} expires: {_DATE_EXPECTED}, got {_show(raw['expires'])}")
+        return AllowRule(i + 1, reason.strip(), fingerprint, location, masked, expires, self.line_of(at))
+
+    def line_of(self, at: _At) -> int | None:
+        if self._locator is None:
+            self._locator = _Locator(self.text)
+        return self._locator.line_of(at)
 
     def state(self, raw: dict[str, Any]) -> tuple[int | None, int | None]:
         self.only(raw, {"keep", "prune_older_than"}, ("state",), "[state]")
@@ -271,7 +496,7 @@ class _Checker:
         is_tables = isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
         if not at and (isinstance(value, dict) or is_tables):
             what = f"table [{first}]" if isinstance(value, dict) else f"table [[{first}]]"
-            allowed_text = ", ".join(f"[{k}]" for k in sorted(allowed))
+            allowed_text = ", ".join(_TOP.get(k, f"[{k}]") for k in sorted(allowed))
         else:
             what = f"key {_show(first)}"
             allowed_text = ", ".join(sorted(allowed))

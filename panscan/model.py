@@ -47,6 +47,28 @@ class Reason(StrEnum):
     RESTORE_REQUESTED = "RESTORE_REQUESTED"
     JOB_PENDING = "JOB_PENDING"
     SOURCE_OBJECT_NO_LONGER_AVAILABLE = "SOURCE_OBJECT_NO_LONGER_AVAILABLE"  # deleted since listed
+    # scan --volumes: an attached EBS volume none of whose filesystems is mounted, and one
+    # for which no block device on this machine was found. Gaps in coverage, never "on purpose":
+    # the volume was attached to be read.
+    VOLUME_NOT_MOUNTED = "VOLUME_NOT_MOUNTED"
+    DEVICE_NOT_FOUND = "DEVICE_NOT_FOUND"
+
+
+#: Reasons of a ``skipped`` item that holds no data of its own: a symbolic link not followed
+#: (what it points to is read where the walk finds it, or is outside the scope on purpose), a
+#: FIFO, socket or device, a directory reached a second time (a link or bind mount loop: its
+#: files are read through the first path) or the mount point of another filesystem. Its time
+#: is not the age of any data, so it is never judged for retention.
+NOT_DATA_REASONS = frozenset({
+    Reason.SYMLINK_NOT_FOLLOWED, Reason.NOT_REGULAR_FILE, Reason.SYMLINK_LOOP, Reason.CROSSES_FILESYSTEM,
+})
+
+#: Reasons of a ``skipped`` item left out on purpose: the user's ``--exclude`` and policy
+#: excludes, and the things that hold no data (:data:`NOT_DATA_REASONS`). Such an item is
+#: listed with its reason but does not make coverage incomplete: coverage is incomplete only
+#: when something that should have been read was not (errors, partial reads, permission
+#: denied, archived objects not restored, an interruption).
+LEFT_OUT_ON_PURPOSE = NOT_DATA_REASONS | {Reason.EXCLUDED}
 
 
 #: The ``member`` of a finding in a Glacier archive's description (not in its content): the
@@ -94,6 +116,10 @@ class Item:
     # archive-retrieval job whose output holds the content (None: content not retrieved).
     description: str | None = None
     job_id: str | None = None
+    # Glacier archives without ``job_id`` when a retrieval was asked for (``--retrieve``): why
+    # this one was not retrieved (left out by --max-bytes, not confirmed, a job still running),
+    # a short phrase the item's detail quotes. None: no retrieval was asked for.
+    not_retrieved: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +193,19 @@ class ItemResult:
     def findings_total(self) -> int:
         return self.earlier_findings + len(self.findings)
 
+    @property
+    def left_out_on_purpose(self) -> bool:
+        """Skipped for a reason in :data:`LEFT_OUT_ON_PURPOSE`: listed, but no gap in coverage."""
+        return self.status is Status.SKIPPED and self.reason in LEFT_OUT_ON_PURPOSE
+
+    @property
+    def holds_data(self) -> bool:
+        """False for a skipped item whose reason is in :data:`NOT_DATA_REASONS` (a link, a
+        FIFO, a mount point...): it is never judged for retention."""
+        return not (self.status is Status.SKIPPED and self.reason in NOT_DATA_REASONS)
+
     def to_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "type": "item",
             "location": self.item.location,
             "version_id": self.item.version_id,
@@ -181,10 +218,39 @@ class ItemResult:
             "unchanged_since_sweep": self.unchanged_since_sweep,
             "volume_id": self.item.volume_id,
         }
+        if self.item.source == "glacier" and "/" in self.item.location.removeprefix("glacier://"):
+            # An archive (not a vault-level record): what the inventory says identifies it, the
+            # creation date retention is judged from and the tree hash its content is checked against.
+            created = self.item.last_modified
+            record["creation_date"] = _iso(created) if created is not None else None
+            record["tree_hash"] = self.item.etag
+        return record
 
 
 #: ``Finding.retention`` of a finding in an item older than its retention rule.
 EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """A finding an ``[[allow]]`` entry of the policy suppresses: the JSON Lines ``suppressed``
+    record. It is listed and counted, with the entry's reason, but never in the exit status.
+
+    ``entry`` is the entry's number among the policy's ``[[allow]]`` entries (1-based);
+    ``matched_by`` says how it matched (``fingerprint``, ``location``, ``masked``, or
+    ``fingerprint+location``/``masked+location``); ``reason`` (masked) and ``expires`` (ISO
+    date or None) are the entry's.
+    """
+
+    finding: Finding
+    entry: int
+    matched_by: str
+    reason: str
+    expires: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.finding.to_record(), "type": "suppressed", "allow_entry": self.entry,
+                "matched_by": self.matched_by, "reason": self.reason, "expires": self.expires}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,28 @@ item (``ranges.merge_parts``); ``ItemResult`` values in the input pass straight 
 
 What crosses the network: to a worker, the batch's ``Task`` values (item metadata: a
 location, a version id, sizes; no content; packed as tuples, which pickle several times
-faster than the dataclasses) and the :class:`WorkerContext`, sent with every
-batch rather than scattered once (it is a few hundred bytes, and a scattered copy dies with
-the workers that hold it, which would fail every later batch). The context carries the
-fingerprint HMAC key, not AWS credentials: a worker reads S3 and Glacier with the
-credentials of its own environment (its instance role), and a ``LocalCluster`` worker
-inherits this process's environment. From a worker: ``TaskResult`` values, which
-``worker.scan_task`` has already masked. Use TLS between the coordinator, scheduler and
-workers (docs/distributed.md): locations and the key travel in those messages.
+faster than the dataclasses), the AWS endpoint and region this coordinator uses
+(``aws.Endpoint``: ``--endpoint-url`` / ``--region``, else ``AWS_ENDPOINT_URL`` and the
+chain's region; the worker's clients use them for the batch, so a worker reads from the
+server the coordinator listed whatever its own environment says) and the
+:class:`WorkerContext`, sent with every batch rather than scattered once (it is a few
+hundred bytes, and a scattered copy dies with the workers that hold it, which would fail
+every later batch). The context carries the fingerprint HMAC key, not AWS credentials: a
+worker reads S3 and Glacier with the credentials of its own environment (its instance
+role), and a ``LocalCluster`` worker inherits this process's environment; a credentials
+failure on a worker says so in its detail (``aws.on_dask_worker``). From a worker:
+``TaskResult`` values, which ``worker.scan_task`` has already masked. Use TLS between the
+coordinator, scheduler and workers (docs/distributed.md): locations and the key travel in
+those messages.
+
+A scan whose workers cannot read what the coordinator listed (another endpoint, region or
+account: every GetObject answers NoSuchBucket) stops early: when the first
+``SAME_FAILURE_STOP`` remote items the workers return all failed (``error``) with the same
+reason and detail, a reason that says the source cannot be reached or read (``NOT_FOUND``,
+``PERMISSION_DENIED``, ``READ_ERROR``; not an object deleted since it was listed, archived or
+encrypted with another key), the engine logs one error naming that failure and the endpoint it sent,
+and interrupts itself; the items not read are ``skipped``/``INTERRUPTED`` ("the scan stopped
+early"), as after Ctrl-C.
 
 Failures: a batch is submitted with ``retries`` (task retries for exceptions) and, on a
 ``LocalCluster`` this engine starts, the scheduler gives up on a task after ``retries``
@@ -57,10 +71,13 @@ try:
 except ImportError as exc:  # the runner turns this into a usage error
     raise ImportError("the Dask engine needs Dask: pip install 'panscan[dask]'") from exc
 
+from panscan.engine import worker as worker_module
 from panscan.engine.local import EngineError
 from panscan.engine.ranges import RANGE_SIZE, SPLIT_THRESHOLD, check_sizes, merge_parts, split_item, task_bytes
 from panscan.engine.worker import TaskResult, WorkerContext, prepare_process, scan_tasks
 from panscan.model import Finding, Item, ItemResult, Reason, Status, Task
+from panscan.sources import aws
+from panscan.sources.aws import Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +97,13 @@ _NO_WORKER_SECONDS = 60.0
 # round of every in-flight batch and its tasks one by one, mean the cluster cannot run
 # panscan at all (not installed on the workers, a broken environment): stop.
 _CONSECUTIVE_FAILURES = 32
+#: The first remote items (S3, Glacier) returned by the workers that, all failed the same way,
+#: stop the scan: the workers do not see what the coordinator listed (see the module docstring).
+SAME_FAILURE_STOP = 8
+#: Failures that say the workers cannot reach the source or may not read it (NoSuchBucket, an
+#: unreachable endpoint, AccessDenied), as opposed to a fact about one object (deleted since it
+#: was listed, archived, encrypted with another key): only those stop a scan.
+_REACH_REASONS = frozenset({Reason.NOT_FOUND, Reason.PERMISSION_DENIED, Reason.READ_ERROR})
 
 
 class BatchFailed(Exception):
@@ -93,17 +117,20 @@ class BatchFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TaskBatch:
-    """The tasks of one :func:`scan_batch` call, and the log level its worker uses."""
+    """The tasks of one :func:`scan_batch` call, the log level its worker uses, and the AWS
+    endpoint and region its worker's clients use (the coordinator's)."""
 
     tasks: tuple[Task, ...]
     log_level: int = logging.WARNING
+    endpoint: Endpoint = field(default_factory=Endpoint)
 
     def __repr__(self) -> str:
         # Dask logs the repr of a failed task's arguments: locations may hold card numbers.
         return f"TaskBatch({len(self.tasks)} tasks)"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _unpack_batch, (tuple(_pack_task(t) for t in self.tasks), self.log_level)
+        return _unpack_batch, (tuple(_pack_task(t) for t in self.tasks), self.log_level,
+                               self.endpoint.url, self.endpoint.region)
 
 
 class TaskResults(list[TaskResult]):
@@ -133,8 +160,9 @@ def _unpack_task(packed: _Packed) -> Task:
     return Task(Item(*values), start, end)
 
 
-def _unpack_batch(packed: tuple[_Packed, ...], log_level: int) -> TaskBatch:
-    return TaskBatch(tuple(_unpack_task(p) for p in packed), log_level)
+def _unpack_batch(packed: tuple[_Packed, ...], log_level: int, url: str | None = None,
+                  region: str | None = None) -> TaskBatch:
+    return TaskBatch(tuple(_unpack_task(p) for p in packed), log_level, Endpoint(url, region))
 
 
 # The placeholder task of a result unpickled on the coordinator, until _finish puts the
@@ -172,16 +200,32 @@ def scan_batch(batch: TaskBatch, ctx: WorkerContext) -> list[TaskResult]:
     """Scan the tasks of ``batch`` with ``worker.scan_tasks``; masked results, in task order.
 
     The first call in a worker process runs ``worker.prepare_process`` (no core dumps, the
-    pattern set loaded). A failure outside the tasks raises :class:`BatchFailed`.
+    pattern set loaded). AWS clients use the batch's endpoint and region (``aws.using``);
+    a credentials failure's detail says it was this worker's credentials. A failure outside
+    the tasks raises :class:`BatchFailed`.
     """
     try:
         _prepare(batch.log_level)
         _test_fail_hook(batch)
     except Exception as exc:
         raise BatchFailed(type(exc).__name__) from None
+    # A worker process outlives scans: a refusal of its credentials in an earlier batch (the
+    # worker module then skips remote reads for the rest of the process) must not turn every
+    # later scan's items into "not read" once the credentials are renewed.
+    worker_module._refused.clear()
     results = TaskResults()
-    results.extend(scan_tasks(batch.tasks, ctx))
+    with aws.using(batch.endpoint):
+        results.extend(_worker_credentials(r) for r in scan_tasks(batch.tasks, ctx))
     return results
+
+
+def _worker_credentials(r: TaskResult) -> TaskResult:
+    """``r`` with a credentials failure's detail saying the credentials were this worker's."""
+    detail = r.result.detail
+    if r.result.reason is not Reason.PERMISSION_DENIED or not detail:
+        return r
+    worded = aws.on_dask_worker(detail)
+    return r if worded == detail else replace(r, result=replace(r.result, detail=worded))
 
 
 def _prepare(log_level: int) -> None:
@@ -234,14 +278,16 @@ class DaskEngine:
     ``scheduler``: the address of a running scheduler (``tcp://host:8786``, ``tls://...``;
     TLS settings come from Dask's configuration, ``distributed.comm.tls``); ``None`` starts
     a ``LocalCluster`` of ``workers`` processes (default: one per CPU) of one thread each on
-    loopback, closed with the engine. Use as a context manager (or :meth:`start` and
-    :meth:`close`); :meth:`run` has the contract of ``LocalEngine.run``.
+    loopback, closed with the engine. ``endpoint``: the AWS endpoint and region sent to the
+    workers with each batch (default: this process's, ``aws.Endpoint.of_this_process``, read
+    when the engine is made). Use as a context manager (or :meth:`start` and :meth:`close`);
+    :meth:`run` has the contract of ``LocalEngine.run``.
     """
 
     def __init__(self, ctx: WorkerContext, scheduler: str | None = None, *, workers: int | None = None,
                  split_threshold: int = SPLIT_THRESHOLD, range_size: int = RANGE_SIZE,
                  batch_bytes: int = 64 * 2**20, batch_items: int = 256, max_in_flight: int | None = None,
-                 retries: int = 2) -> None:
+                 retries: int = 2, endpoint: Endpoint | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError("workers must be at least 1")
         check_sizes(split_threshold, range_size)
@@ -250,6 +296,9 @@ class DaskEngine:
         if retries < 0:
             raise ValueError("retries must not be negative")
         self._ctx = ctx
+        # Read now, inside the runner's --endpoint-url/--region block: what this process lists
+        # from is where the workers must read.
+        self._endpoint = endpoint if endpoint is not None else Endpoint.of_this_process()
         self._scheduler = scheduler
         self._n = workers or os.cpu_count() or 1
         self._split_threshold = split_threshold
@@ -274,6 +323,8 @@ class DaskEngine:
         self._exhausted = False
         self._stopped = False
         self._failures = 0
+        self._first = _SameFailure()
+        self._stop_detail = "the scan was interrupted"
 
     @property
     def workers(self) -> int:
@@ -450,7 +501,7 @@ class DaskEngine:
             if self._interrupted:  # set while a pass-through result was being consumed
                 self._ready.appendleft(ids)
                 return
-            batch = TaskBatch(tuple(self._tasks[i][2] for i in ids), self._log_level)
+            batch = TaskBatch(tuple(self._tasks[i][2] for i in ids), self._log_level, self._endpoint)
             future = client.submit(scan_batch, batch, self._ctx, retries=self._retries, pure=False)
             self._in_flight[future] = ids
             completed.add(future)
@@ -523,13 +574,15 @@ class DaskEngine:
         if future.status == "finished":
             self._failures = 0
             for task_id, result in zip(ids, outcome, strict=True):
-                yield from self._record(task_id, _with_task(self._tasks[task_id][2], result))
+                for merged in self._record(task_id, _with_task(self._tasks[task_id][2], result)):
+                    self._watch_first(merged)
+                    yield merged
             return
         kind = _failure_kind(outcome)
         if self._interrupted:
             # After Ctrl-C a failure is no item's fault (a worker may have been stopped).
             for task_id in ids:
-                yield from self._record(task_id, _interrupted(self._tasks[task_id][2]))
+                yield from self._record(task_id, _interrupted(self._tasks[task_id][2], self._stop_detail))
             return
         if future.status == "cancelled":
             # Nothing but this engine cancels its batches, and it forgets those first: the
@@ -563,7 +616,22 @@ class DaskEngine:
         self._todo.clear()
         for ids in unsent:
             for task_id in ids:
-                yield from self._record(task_id, _interrupted(self._tasks[task_id][2]))
+                yield from self._record(task_id, _interrupted(self._tasks[task_id][2], self._stop_detail))
+
+    def _watch_first(self, result: ItemResult) -> None:
+        """Stop early when the first remote items the workers returned all failed alike."""
+        if self._interrupted or not self._first.add(result):
+            return
+        failure = f"{result.reason}: {result.detail}" if result.detail else str(result.reason)
+        sent = ", ".join(f"{name} {value}" for name, value in (("endpoint", self._endpoint.url),
+                                                              ("region", self._endpoint.region)) if value)
+        where = (f"the workers were sent {sent}" if sent
+                 else "the workers use the endpoint and region of their own environment")
+        logger.error("the first %d items read on the Dask workers all failed the same way (%s): the scan stopped "
+                     "early; the workers do not reach what this coordinator listed (%s): check the endpoint, "
+                     "region and account they use, then run the scan again", self._first.seen, failure, where)
+        self._stop_detail = f"not read: the scan stopped early (the first items failed with {result.reason})"
+        self.interrupt()
 
     def _record(self, task_id: int, result: TaskResult) -> Iterator[ItemResult]:
         item_id, part, _ = self._tasks.pop(task_id)
@@ -574,8 +642,31 @@ class DaskEngine:
             yield merge_parts([pending.done[i] for i in range(pending.parts)])
 
 
-def _interrupted(task: Task) -> TaskResult:
-    return TaskResult(task, ItemResult(task.item, Status.SKIPPED, Reason.INTERRUPTED, "the scan was interrupted"))
+@dataclass
+class _SameFailure:
+    """The first remote results of a scan, while they all failed the same way."""
+
+    seen: int = 0
+    failure: tuple[Reason | None, str | None] | None = None
+    over: bool = False  # a result that differs was seen, or the scan was stopped: no more watching
+
+    def add(self, result: ItemResult) -> bool:
+        """Count ``result``; True once, when the first :data:`SAME_FAILURE_STOP` were alike."""
+        if self.over or result.item.source == "file":
+            return False  # a local file failing says nothing about the workers' AWS settings
+        key = (result.reason, result.detail)
+        if (result.status is not Status.ERROR or result.reason not in _REACH_REASONS
+                or (self.failure is not None and key != self.failure)):
+            self.over = True
+            return False
+        self.failure = key
+        self.seen += 1
+        self.over = self.seen >= SAME_FAILURE_STOP
+        return self.over
+
+
+def _interrupted(task: Task, detail: str = "the scan was interrupted") -> TaskResult:
+    return TaskResult(task, ItemResult(task.item, Status.SKIPPED, Reason.INTERRUPTED, detail))
 
 
 def _failure_kind(outcome: Any) -> str:

@@ -1,7 +1,9 @@
 """``panscan retention``: a metadata-only sweep — what is past retention, where, and whether
 each S3 bucket's lifecycle rules can enforce the policy. No content is read: the sources
 list their items (files, S3 versions, S3 Inventory reports) and each is judged from its
-metadata, so a sweep over millions of versions costs only the listing.
+metadata, so a sweep over millions of versions costs only the listing. Only items that hold
+data are judged and counted: a symbolic link, a FIFO or device, or the mount point of another
+filesystem (``model.NOT_DATA_REASONS``) is left out, since its time is the age of no data.
 
 Exit status: 1 when an item is past retention or a bucket's lifecycle cannot enforce the
 policy; 2 when nothing was flagged but a target could not be listed completely (or the
@@ -31,6 +33,7 @@ from panscan.engine.runner import (
     check_targets,
     enumerate_targets,
     masked_record,
+    normalised_scope,
     open_report,
     open_state,
 )
@@ -77,6 +80,9 @@ def run_retention(opts: RetentionOptions, *, stdout: TextIO | None = None, stder
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
     check_targets(opts.targets)
+    targets, excludes = normalised_scope(opts.targets, opts.excludes)
+    _, policy_excludes = normalised_scope((), opts.policy.excludes)
+    opts = replace(opts, targets=targets, excludes=excludes, policy=replace(opts.policy, excludes=policy_excludes))
     if not has_rules(opts.policy):
         raise UsageError(f"the policy {opts.policy.source or ''} sets no retention age: add "
                          "[retention] default_max_age or a [[retention.rule]]".replace("  ", " "))
@@ -115,6 +121,8 @@ def _sweep(opts: RetentionOptions, now: float, write: Any, stderr: TextIO) -> _O
                         record.status is Status.ERROR or record.reason is Reason.JOB_PENDING):
                     errors.append(_masked_error(record))  # a listing that failed or is pending: items unknown
                     continue
+                if isinstance(record, ItemResult) and not record.holds_data:
+                    continue  # a link, a FIFO, a mount point: its time is no age of data kept
                 bucket = _bucket_of(item)
                 if bucket:
                     buckets.setdefault(bucket)

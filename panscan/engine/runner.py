@@ -1,10 +1,11 @@
 """Orchestration of one scan: sources → engine → masking → sinks, summary and exit status.
 
 Exit status (DESIGN.md): 0 nothing found and coverage complete; 1 card data found; 2 no
-card data found but coverage incomplete (an item skipped, partial or in error, or the scan
-interrupted); 3 usage or configuration error (:class:`UsageError`, raised before anything
-is scanned). Card data wins over incomplete coverage: a scan that found numbers exits 1
-even when interrupted.
+card data found but coverage incomplete (an item partial, in error, or skipped for a reason
+other than the deliberate ones of ``model.LEFT_OUT_ON_PURPOSE``, or the scan interrupted);
+3 usage or configuration error (:class:`UsageError`, raised before anything is scanned).
+Card data wins over incomplete coverage: a scan that found numbers exits 1 even when
+interrupted.
 
 Every result passes ``findings.mask.mask_result`` before it reaches a sink or a log line, so
 card numbers in file names are masked like those in content.
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -36,6 +37,7 @@ from panscan.config import Policy
 from panscan.engine.local import RANGE_SIZE, SPLIT_THRESHOLD, LocalEngine
 from panscan.engine.progress import Progress
 from panscan.engine.stdin import STDIN_TARGET, scan_stdin
+from panscan.engine.suppress import Triage
 from panscan.engine.sweep import Sweep
 from panscan.engine.worker import WorkerContext, name_findings
 from panscan.findings.mask import load_or_create_key, mask_result, mask_text
@@ -121,6 +123,8 @@ class ScanOptions:
     include_root: bool = False
     evidence: Path | None = None  # write a signed evidence bundle into this (new) directory
     engine: str = "local"  # or "dask"
+    # Findings below this confidence are counted, not reported (engine.suppress.CONFIDENCES).
+    min_confidence: str = "low"
     scheduler: str | None = None  # dask: the scheduler's address; None: a LocalCluster on this machine
 
 
@@ -258,6 +262,47 @@ def enumerate_targets(targets: tuple[str, ...], walk: WalkOptions, latest_only: 
             yield from enumerate_files(run, walk)
 
 
+def normalised_scope(targets: tuple[str, ...], excludes: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``targets`` (each once, in the order given) and ``excludes`` spelled one way whatever way
+    the user spelled them, so ``examples``, ``examples/`` and ``/abs/examples`` are one sweep
+    scope and their items have the same locations (findings are "still present", not "new").
+
+    A local path becomes absolute and normalised (``os.path.abspath``: no trailing slash, no
+    ``.``; links are not resolved, as the walk reports locations under the path it was given);
+    ``s3://bucket/`` and ``glacier://vault/`` lose the slash (a longer prefix keeps it: ``logs/``
+    and ``logs`` list different keys). A relative exclude glob naming a path (with a ``/``, not
+    starting with a wildcard) is anchored at the current directory, as relative targets are,
+    so it matches the locations it matched when they were spelled relative."""
+    return tuple(dict.fromkeys(_normalised_target(t) for t in targets)), tuple(_anchored(g) for g in excludes)
+
+
+def _normalised_target(target: str) -> str:
+    if target == STDIN_TARGET:
+        return target
+    kind = _target_kind(target)
+    if kind in ("s3", "glacier"):
+        scheme, _, rest = target.partition("://")
+        if rest.endswith("/") and rest.count("/") == 1 and len(rest) > 1:
+            return f"{scheme}://{rest[:-1]}"
+        return target
+    if kind != "path" or "://" in target:  # another scheme's target is no local path
+        return target
+    return _absolute(target)
+
+
+def _anchored(glob: str) -> str:
+    if "/" not in glob or glob.startswith(("/", "*", "?", "[")) or "://" in glob:
+        return glob
+    return _absolute(glob)
+
+
+def _absolute(path: str) -> str:
+    try:
+        return os.path.abspath(path)
+    except (OSError, ValueError):  # no current directory (removed), a NUL in the name: the walk says so
+        return path
+
+
 def _target_kind(target: str) -> str:
     if target.startswith("glacier://"):
         return "glacier"
@@ -381,9 +426,11 @@ class Tally:
         self.findings_past_retention = 0
         self.expired_by_rule: Counter[str] = Counter()
         self.changes: Counter[str] = Counter()
+        self.left_out = 0  # items skipped on purpose (model.LEFT_OUT_ON_PURPOSE): no gap in coverage
 
     def add(self, result: ItemResult, verdict: RetentionVerdict | None = None) -> None:
         """Count one item, and the findings its result holds (see :meth:`add_findings`)."""
+        self.left_out += result.left_out_on_purpose
         if verdict is not None:
             self.expired_items += 1
             self.expired_bytes += verdict.size or 0
@@ -409,10 +456,16 @@ class Tally:
             if f.change:
                 self.changes[f.change] += 1
 
+    def coverage_complete(self, interrupted: bool) -> bool:
+        """Whether everything that should have been read was read: every item complete or left
+        out on purpose (an exclude, a link not followed, a FIFO...), and no interruption."""
+        not_complete = sum(n for s, n in self.items.items() if s != Status.COMPLETE)
+        return not interrupted and not_complete == self.left_out
+
     def exit_status(self, interrupted: bool) -> int:
         if self.findings or self.expired_items:
             return EXIT_FOUND
-        if interrupted or any(n for s, n in self.items.items() if s != Status.COMPLETE):
+        if not self.coverage_complete(interrupted):
             return EXIT_INCOMPLETE
         return EXIT_CLEAN
 
@@ -424,7 +477,7 @@ class Tally:
                 "as_of": datetime.fromtimestamp(as_of, UTC).isoformat(timespec="seconds")}
 
     def summary(self, duration: float, interrupted: bool, started: datetime) -> Summary:
-        complete = not interrupted and all(n == 0 for s, n in self.items.items() if s != Status.COMPLETE)
+        complete = self.coverage_complete(interrupted)
         return Summary(
             items=dict(self.items), reasons=dict(self.reasons), findings=self.findings,
             by_kind=dict(self.kinds), by_brand=dict(self.brands), by_confidence=dict(self.confidences),
@@ -432,6 +485,7 @@ class Tally:
             coverage_complete=complete, interrupted=interrupted,
             exit_status=self.exit_status(interrupted), pattern_version=load_patterns().version,
             extra={"started": started.isoformat(timespec="seconds"), "panscan_version": __version__},
+            left_out=self.left_out,
         )
 
 
@@ -450,9 +504,11 @@ def run_scan(opts: ScanOptions, *, stdout: TextIO | None = None, stderr: TextIO 
 
 def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -> int:
     check_targets(opts.targets, stdin=True)
-    volumes = discover_volumes(opts.include_root) if opts.volumes else []
-    mounted = {m: v.volume_id for v in volumes for m in scanned_mounts(v)}
-    if volumes and not mounted:
+    opts = _normalised_options(opts)
+    plan = plan_volumes(opts.include_root) if opts.volumes else None
+    volumes = list(plan.volumes) if plan is not None else []
+    mounted = dict(plan.mounted) if plan is not None else {}
+    if plan is not None and not mounted:
         logger.warning("no mounted EBS volume to scan (see 'panscan volumes')")
     opts = replace(opts, targets=opts.targets + tuple(m for m in mounted if m not in opts.targets))
     started, t0 = datetime.now(UTC), time.monotonic()
@@ -482,6 +538,7 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
                            name_findings=partial(name_findings, key=key))
         pattern_version = load_patterns().version
         sweep = _begin_sweep(state, opts, now, pattern_version)
+        triage = _begin_triage(opts)
         for volume in volumes:
             sink.write_volume(masked_record(volume.to_record()))
         engine = make_engine(opts, ctx)
@@ -501,9 +558,11 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
             _report_bucket(item, seen_buckets, sink, sweep)
             streamed[item] += len(findings)
             batch, verdict = sweep.judge_findings(mask_result(ItemResult(item, Status.COMPLETE, findings=findings)))
-            sweep.record_findings(batch)
-            tally.add_findings(batch.findings, verdict is not None)
-            sink.write_findings(batch.findings)
+            sweep.record_findings(batch)  # every finding: the state compares what was found
+            shown, suppressed = triage.judge_findings(batch.findings)
+            tally.add_findings(shown, verdict is not None)
+            sink.write_suppressed(suppressed)
+            sink.write_findings(shown)
             check_outputs()
 
         def check_outputs() -> None:
@@ -520,9 +579,11 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
             if not _unreachable(result):
                 _report_bucket(result.item, seen_buckets, sink, sweep)
             masked, verdict = sweep.judge(mask_result(result))
-            sweep.record(masked, verdict)
-            tally.add(masked, verdict)
-            sink.write_item(masked)
+            sweep.record(masked, verdict)  # every finding: the state compares what was found
+            shown, suppressed = triage.judge(masked)
+            tally.add(shown, verdict)
+            sink.write_suppressed(suppressed)
+            sink.write_item(shown)
             if verdict is not None:
                 sink.write_retention(verdict)
             check_outputs()
@@ -552,6 +613,10 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
                                                waiting=True)
                     if mounted:
                         listed = tag_volumes(listed, mounted)
+                    if plan is not None and plan.not_scanned:
+                        # Each attached volume not read (not mounted, no device, the root one
+                        # without --include-root) is an item: a gap in coverage, not a warning.
+                        listed = chain(plan.not_scanned, listed)
                     try:
                         for result in engine.run(_handed_out(sweep.skip_unchanged(listed), handed),
                                                  handle_findings):
@@ -579,7 +644,7 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
             print(mask_text(f"panscan: error: {stopped_by}"), file=stderr)
         elif interrupted and unwritable is None:
             logger.warning("interrupted: the report covers the items finished so far")
-        summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now)
+        summary = _finish(sweep, sink, tally, interrupted, started, time.monotonic() - t0, now, triage)
         stack.close()  # the bundle's report files are complete before the manifest is written
         failures = [f for f in (o.take_failure() for o in bundle_files) if f]
         if opts.evidence is not None and not failures:  # never sign a bundle with a hole in it
@@ -595,6 +660,14 @@ def _run_scan(opts: ScanOptions, tally: Tally, stdout: TextIO, stderr: TextIO) -
         raise OutputError(_failure_line(failures[0], unwritable is not None, summary.sweep_id),
                           after_failed_write(summary.exit_status))
     return summary.exit_status
+
+
+def _normalised_options(opts: ScanOptions) -> ScanOptions:
+    """``opts`` with targets and excludes (the command line's and the policy's) spelled one
+    way (:func:`normalised_scope`)."""
+    targets, excludes = normalised_scope(opts.targets, opts.excludes)
+    _, policy_excludes = normalised_scope((), opts.policy.excludes)
+    return replace(opts, targets=targets, excludes=excludes, policy=replace(opts.policy, excludes=policy_excludes))
 
 
 def _failure_line(failure: str, stopped: bool, sweep_id: int | None) -> str:
@@ -688,24 +761,16 @@ def make_engine(opts: ScanOptions, ctx: WorkerContext) -> Engine:
                       range_size=opts.range_size)
 
 
-def discover_volumes(include_root: bool) -> list[Any]:
-    """The EBS volumes attached to this instance; not being on EC2 is a usage error."""
-    from panscan.sources.ebs import DiscoveryError, discover
+def plan_volumes(include_root: bool) -> Any:
+    """What ``scan --volumes`` does with the EBS volumes attached to this instance
+    (``engine.volumes.VolumeScan``); not being on EC2 is a usage error."""
+    from panscan.engine.volumes import plan_volume_scan
+    from panscan.sources.ebs import DiscoveryError
 
     try:
-        _, volumes = discover()
+        return plan_volume_scan(include_root)
     except DiscoveryError as exc:
         raise UsageError(str(exc)) from None
-    return [v for v in volumes if include_root or not v.is_root]
-
-
-def scanned_mounts(volume: Any) -> list[str]:
-    """Where a volume's filesystems are mounted, each once (a bind mount of the same
-    filesystem elsewhere would be scanned twice)."""
-    seen: dict[str, str] = {}
-    for m in volume.mounts:
-        seen.setdefault(m.device, m.mount_point)
-    return list(seen.values())
 
 
 def tag_volumes(records: Iterator[Item | ItemResult | None],
@@ -753,8 +818,22 @@ def _begin_sweep(state: State | None, opts: ScanOptions, now: float, pattern_ver
         raise UsageError(str(exc)) from None
 
 
+def _begin_triage(opts: ScanOptions) -> Triage:
+    """The judge of what the reports show (``[[allow]]`` entries, ``--min-confidence``); an
+    entry past its ``expires`` date, or one that cannot match, is said on stderr."""
+    from panscan.config import expired_allow_warnings, utc_today
+
+    today = utc_today()
+    for warning in expired_allow_warnings(opts.policy, today):
+        logger.warning("%s", warning)
+    if opts.no_state and any(r.fingerprint for r in opts.policy.allow):
+        logger.warning("[[allow]] entries by fingerprint match nothing with --no-state: fingerprints are keyed by "
+                       "the state's key, and this scan uses a temporary one")
+    return Triage.for_scan(opts.policy, opts.min_confidence, today=today)
+
+
 def _finish(sweep: Sweep, sink: Sink, tally: Tally, interrupted: bool, started: datetime,
-            duration: float, now: float) -> Summary:
+            duration: float, now: float, triage: Triage | None = None) -> Summary:
     """Resolved findings, the summary, and the sweep closed in the state."""
     resolved, unverified = sweep.finish(enumeration_complete=not interrupted and tally.items["error"] == 0)
     for finding in resolved:
@@ -769,6 +848,8 @@ def _finish(sweep: Sweep, sink: Sink, tally: Tally, interrupted: bool, started: 
             "unverified": unverified, "unchanged_items": sweep.unchanged},
         sweep_id=sweep.id,
     )
+    if triage is not None:  # what was found but not reported, and the [[allow]] entries in force
+        summary = replace(summary, **triage.summary_fields())
     sink.finish(summary)
     sweep.close("interrupted" if interrupted else "complete", summary.to_record(), summary.exit_status,
                 time.time())

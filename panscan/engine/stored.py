@@ -11,12 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from panscan.config import Policy
 from panscan.engine.runner import Tally, UsageError, open_report, open_state
+from panscan.engine.suppress import Triage
 from panscan.engine.worker import STREAM_BATCH
 from panscan.findings.mask import mask_text
 from panscan.model import EXPIRED, Finding
@@ -51,15 +53,24 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
         with open_report(output, stdout) as out:
             sink = open_sink(fmt, out, notes=stderr, policy=policy)
             tally = Tally()
+            # The state holds every finding; what the sweep reported is judged again with the
+            # [[allow]] entries and threshold its summary recorded (engine.suppress), not with
+            # today's policy file. A sweep killed before its summary lists every finding.
+            triage = Triage.from_summary(str((info.summary or {}).get("min_confidence") or "low"),
+                                         (info.summary or {}).get("allow"))
             for record in state.replay_buckets(sweep_id):
                 sink.write_bucket(record)
 
             def found(batch: tuple[Finding, ...]) -> None:  # a PAN-dense item's, before its result
-                tally.add_findings(batch, batch[0].retention == EXPIRED)
-                sink.write_findings(batch)
+                shown, suppressed = triage.judge_findings(batch)
+                tally.add_findings(shown, batch[0].retention == EXPIRED)
+                sink.write_suppressed(suppressed)
+                sink.write_findings(shown)
 
-            for result, verdict in state.replay(sweep_id, found, STREAM_BATCH):
+            for stored, verdict in state.replay(sweep_id, found, STREAM_BATCH):
+                result, suppressed = triage.judge(stored)
                 tally.add(result, verdict)
+                sink.write_suppressed(suppressed)
                 sink.write_item(result)
                 if verdict is not None:
                     sink.write_retention(verdict)
@@ -69,7 +80,7 @@ def run_report(path: Path, sweep_id: int | None, fmt: str, output: Path | None, 
                 summary = Summary.from_record(info.summary)
             else:  # killed before it finished: what it recorded, marked as interrupted
                 started = datetime.fromtimestamp(info.started, UTC)
-                summary = tally.summary(0.0, True, started)
+                summary = replace(tally.summary(0.0, True, started), **triage.summary_fields())
                 summary = Summary.from_record({**summary.to_record(), "sweep_id": sweep_id})
             sink.finish(summary)
             out.exit_status = summary.exit_status  # a failure to write it keeps a 1
@@ -88,7 +99,9 @@ def run_prune(path: Path, *, keep: int | None, older_than_days: int | None, stdo
 
 def run_jobs(path: Path, fmt: str, *, collect: bool = False, stdout: TextIO | None = None) -> int:
     """List pending restores and Glacier jobs (after asking Glacier about each, with
-    ``collect``); exit 0, or 2 while any is pending."""
+    ``collect``), then the Glacier archives retrieved and not read yet (status
+    ``succeeded``: the next scan of their vault reads them); exit 0, or 2 while any is
+    pending or unread."""
     stdout = stdout if stdout is not None else sys.stdout
     with existing_state(path) as state:
         if collect:
@@ -98,27 +111,38 @@ def run_jobs(path: Path, fmt: str, *, collect: bool = False, stdout: TextIO | No
                 print(mask_text(line), file=sys.stderr)
         restores = state.pending_restores()
         jobs = state.jobs(pending_only=True)
+        unread = _unread_retrievals(state)
     if fmt == "jsonl":
         for r in restores:
             stdout.write(json.dumps({"type": "restore", "location": r.location, "version_id": r.version_id,
                                      "tier": r.tier, "storage_class": r.storage_class, "size": r.size,
                                      "requested_at": _iso(r.requested_at), "sweep_id": r.sweep_id}) + "\n")
-        for j in jobs:
+        for j in jobs + unread:
             stdout.write(json.dumps({"type": "glacier_job", "job_id": j.job_id, "vault": mask_text(j.vault),
                                      "region": j.region, "action": j.action, "archive_id": j.archive_id,
                                      "tier": j.tier, "initiated_at": _iso(j.initiated_at), "status": j.status,
                                      "detail": j.detail}) + "\n")
     else:
-        stdout.write(_jobs_table(restores, jobs))
+        stdout.write(_jobs_table(restores, jobs, unread))
     stdout.flush()
-    return 2 if restores or jobs else 0
+    return 2 if restores or jobs or unread else 0
+
+
+def _unread_retrievals(state: Any) -> list[Any]:
+    """``glacier.unread_retrievals``, importing the Glacier source (boto3) only when the state
+    has a succeeded archive retrieval at all."""
+    if not any(j.action == "ArchiveRetrieval" and j.status == "succeeded" for j in state.jobs(pending_only=False)):
+        return []
+    from panscan.sources.glacier import unread_retrievals
+
+    return unread_retrievals(state, time.time())
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _jobs_table(restores: list, jobs: list) -> str:  # type: ignore[type-arg]
+def _jobs_table(restores: list, jobs: list, unread: list) -> str:  # type: ignore[type-arg]
     text = ""
     if restores:
         rows = [[display(r.location), display(r.version_id or "-"), r.tier, r.storage_class or "-",
@@ -130,4 +154,13 @@ def _jobs_table(restores: list, jobs: list) -> str:  # type: ignore[type-arg]
                  _iso(j.initiated_at), j.status, display(j.job_id[:16])] for j in jobs]
         text += (f"Pending Glacier jobs ({len(jobs)})\n"
                  + format_table(("VAULT", "ACTION", "ARCHIVE", "TIER", "INITIATED", "STATUS", "JOB"), rows) + "\n")
+    if unread:
+        # Retrieved is not read: the content is scanned only by the next scan of the vault, and
+        # Glacier keeps the output for a day; "nothing pending" would let it expire unread.
+        rows = [[display(mask_text(j.vault)), display(j.archive_id or "-"), j.tier or "-", _iso(j.initiated_at),
+                 display(j.job_id[:16])] for j in unread]
+        vaults = " ".join(sorted({f"glacier://{mask_text(j.vault)}" for j in unread}))
+        text += (f"Retrieved Glacier archives not read yet ({len(unread)}): the next scan of {display(vaults)} "
+                 "reads them (Glacier keeps each output 24 hours)\n"
+                 + format_table(("VAULT", "ARCHIVE", "TIER", "INITIATED", "JOB"), rows) + "\n")
     return text or "No pending restores or Glacier jobs.\n"

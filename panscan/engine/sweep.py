@@ -172,7 +172,8 @@ class Sweep:
         volume = result.item.volume_id
         if volume and any(f.volume_id != volume for f in result.findings):  # results carried from the state
             result = replace(result, findings=tuple(replace(f, volume_id=volume) for f in result.findings))
-        verdict = judge_item(result.item, self.policy, self.now) if self.judging else None
+        # A link, a FIFO or a mount point holds no data: its time is no age of data kept.
+        verdict = judge_item(result.item, self.policy, self.now) if self.judging and result.holds_data else None
         if verdict is not None:
             if result.findings:
                 result = replace(result, findings=tuple(replace(f, retention=EXPIRED) for f in result.findings))

@@ -276,8 +276,10 @@ def scan_task(task: Task, ctx: WorkerContext, emit: Emit | None = None, *,
         if item.description:
             _scan_text(progress, item.description, item, DESCRIPTION_MEMBER, ctx.key)
         if item.source == "glacier" and item.job_id is None:
+            # The source says why when --retrieve was given (left out by --max-bytes, ...).
+            why = item.not_retrieved or "use --retrieve"
             return TaskResult(task, _failed(item, Reason.INVALID_OBJECT_STATE,
-                                            "archive content not retrieved (use --retrieve); its description "
+                                            f"archive content not retrieved ({why}); its description "
                                             "was scanned", progress))
         return _short_of(TaskResult(task, _scan_whole(item, ctx, opener, progress)), progress)
     except Exception as exc:  # a bug: keep what was found, drop the exception's text

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TextIO, TypeVar
 
-from panscan.model import Finding, ItemResult, RetentionVerdict
+from panscan.model import Finding, ItemResult, RetentionVerdict, Suppressed
 
 if TYPE_CHECKING:
     from panscan.config import Policy
@@ -33,8 +33,10 @@ class Summary:
     """Totals of one scan; the JSON Lines ``summary`` record.
 
     ``items`` holds every status (zero counts included); ``reasons`` counts the items that
-    were not complete, by reason code. ``coverage_complete`` is true when every item is
-    complete and the scan was not interrupted.
+    were not complete, by reason code. ``left_out`` counts the items skipped on purpose
+    (``model.LEFT_OUT_ON_PURPOSE``: excludes, links not followed, FIFOs and devices, other
+    filesystems). ``coverage_complete`` is true when every item that should have been read
+    (every item but those left out) is complete and the scan was not interrupted.
     """
 
     items: dict[str, int]
@@ -58,6 +60,15 @@ class Summary:
     # "still_present", "resolved", "unchanged_items"}; None with --no-state.
     changes: dict[str, Any] | None = None
     sweep_id: int | None = None
+    left_out: int = 0
+    # Findings found but not reported (engine.suppress): suppressed by [[allow]] entries, and
+    # below --min-confidence; neither is in ``findings`` nor in the exit status. ``allow``: the
+    # entries in force ({"policy", "directory", "entries": [...]}, each with its count), None
+    # without any.
+    suppressed: int = 0
+    below_threshold: int = 0
+    min_confidence: str = "low"
+    allow: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Summary:
@@ -87,6 +98,11 @@ class Summary:
                 retention=record.get("retention"),
                 changes=record.get("changes"),
                 sweep_id=record.get("sweep_id"),
+                suppressed=int(found.get("suppressed", 0)),
+                below_threshold=int(found.get("below_threshold", 0)),
+                min_confidence=str(record.get("min_confidence") or "low"),
+                allow=record.get("allow"),
+                left_out=int(record["coverage"].get("left_out_on_purpose", 0)),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed summary record: {exc!r}") from None
@@ -98,6 +114,9 @@ class Summary:
     def to_record(self) -> dict[str, Any]:
         total = self.total_items
         complete = self.items.get("complete", 0)
+        # The ratio is of the items that should have been read: those left out on purpose
+        # are neither read nor missing.
+        to_read = total - self.left_out
         return {
             "type": "summary",
             "items": {"total": total, **self.items},
@@ -108,12 +127,15 @@ class Summary:
                 "by_brand": dict(self.by_brand),
                 "by_confidence": dict(self.by_confidence),
                 "test_cards": self.test_cards,
+                "suppressed": self.suppressed,
+                "below_threshold": self.below_threshold,
             },
             "bytes_scanned": self.bytes_scanned,
             "duration_seconds": round(self.duration_seconds, 3),
             "coverage": {
                 "complete": self.coverage_complete,
-                "items_complete_ratio": round(complete / total, 6) if total else 1.0,
+                "items_complete_ratio": round(complete / to_read, 6) if to_read > 0 else 1.0,
+                "left_out_on_purpose": self.left_out,
             },
             "interrupted": self.interrupted,
             "pattern_version": self.pattern_version,
@@ -121,6 +143,8 @@ class Summary:
             "retention": self.retention,
             "changes": self.changes,
             "sweep_id": self.sweep_id,
+            "min_confidence": self.min_confidence,
+            "allow": self.allow,
             **self.extra,
         }
 
@@ -128,7 +152,7 @@ class Summary:
 # The keys Summary.to_record writes itself; every other key of a record is ``extra``.
 _RECORD_KEYS = frozenset({"type", "items", "reasons", "findings", "bytes_scanned", "duration_seconds",
                           "coverage", "interrupted", "pattern_version", "exit_status", "retention",
-                          "changes", "sweep_id"})
+                          "changes", "sweep_id", "min_confidence", "allow"})
 
 
 class Sink(Protocol):
@@ -155,6 +179,11 @@ class Sink(Protocol):
     def write_resolved(self, finding: Finding) -> None:
         """Record a finding of the previous sweep that this sweep no longer found (called
         after the last ``write_item``, before ``finish``)."""
+
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        """Record findings an ``[[allow]]`` entry suppresses (listed with the entry's reason,
+        never counted as findings); called before the ``write_item`` or ``write_findings``
+        of the same item's reported findings."""
 
     def finish(self, summary: Summary) -> None:
         """Write what comes at the end and flush; the stream stays open."""

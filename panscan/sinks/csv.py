@@ -1,4 +1,5 @@
-"""CSV report: one row per finding, with a header row.
+"""CSV report: one row per finding, with a header row; findings an ``[[allow]]`` entry
+suppresses are rows too, with ``suppressed`` true, the entry's number and its reason.
 
 A CSV file holds one kind of row, so items and the summary do not go into it: the sink
 writes the items past retention, the findings resolved since the previous sweep, the items
@@ -15,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from panscan.model import Finding, ItemResult, RetentionVerdict
+from panscan.model import Finding, ItemResult, RetentionVerdict, Suppressed
 from panscan.sinks.base import Summary, display
 from panscan.sinks.table import (
     PastRetention,
@@ -30,7 +31,8 @@ from panscan.sinks.table import (
 )
 
 COLUMNS = ("location", "version_id", "member", "offset", "line", "kind", "brand", "masked",
-           "fingerprint", "confidence", "test_card", "retention", "change", "volume_id")
+           "fingerprint", "confidence", "test_card", "retention", "change", "volume_id",
+           "suppressed", "allow_entry", "allow_reason")
 
 
 def _cell(value: object) -> str:
@@ -72,9 +74,16 @@ class CsvSink:
     def write_findings(self, findings: Sequence[Finding]) -> None:
         for f in findings:
             record = f.to_record()
-            self._writer.writerow([_cell(record[c]) for c in COLUMNS])
+            record["suppressed"] = False
+            self._writer.writerow([_cell(record.get(c)) for c in COLUMNS])
             if f.volume_id:
                 self._volume_findings[f.volume_id] += 1
+
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        # Rows like the findings', marked: a spreadsheet filters on the suppressed column.
+        for s in records:
+            record = {**s.finding.to_record(), "suppressed": True, "allow_entry": s.entry, "allow_reason": s.reason}
+            self._writer.writerow([_cell(record.get(c)) for c in COLUMNS])
 
     def write_retention(self, verdict: RetentionVerdict) -> None:
         self._past.add(verdict)

@@ -9,7 +9,8 @@ caller may rely on:
   as ``/&#47;`` (and ``url(``, ``@import`` defused the same way) so that no string in the
   file reads as a URL, whatever an attacker named an object.
 * **Sections**, in this order, each a ``<section id=...>`` with an ``<h2>``: ``summary``,
-  ``card-data``, ``retention``, ``findings-by-location``, ``buckets``, ``volumes``,
+  ``card-data``, ``suppressed`` (findings ``[[allow]]`` entries suppress, with their reasons,
+  and the entries in force), ``retention``, ``findings-by-location``, ``buckets``, ``volumes``,
   ``coverage``, ``changes``. A section with nothing to show says so in one line.
 * **Escaped.** Every text from a record (locations are names an attacker may choose) passes
   :func:`~panscan.sinks.base.display`, then :func:`html.escape`.
@@ -37,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TextIO
 
 from panscan.config import Policy
-from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
+from panscan.model import EXPIRED, LEFT_OUT_ON_PURPOSE, Finding, ItemResult, RetentionVerdict, Status, Suppressed
 from panscan.retention import DAY, DEFAULT_RULE, has_rules, rule_for
 from panscan.sinks.base import Smallest, Summary, display, format_size
 from panscan.sinks.table import exit_meaning, is_incomplete
@@ -56,7 +57,8 @@ AGE_EDGES = (30, 90, 180, 365, 730, 1825)
 ALL_ITEMS = "all items"
 NO_RULE = "no rule applies"
 OTHER_GROUPS = "(other locations)"
-SECTIONS = (("summary", "Summary"), ("card-data", "Card data found"), ("retention", "Data age and retention"),
+SECTIONS = (("summary", "Summary"), ("card-data", "Card data found"), ("suppressed", "Suppressed findings"),
+            ("retention", "Data age and retention"),
             ("findings-by-location", "Findings by location"), ("buckets", "S3 buckets"),
             ("volumes", "EBS volumes"), ("coverage", "Coverage"), ("changes", "Changes since the previous sweep"))
 
@@ -219,8 +221,11 @@ class HtmlSink:
         self._ledger: dict[tuple[str, str], list[int]] = {}
         self._unchanged = [0, 0]  # items, size
         self._incomplete = Smallest[ItemResult](ROWS, _incomplete_order)
+        self._left_out = Smallest[ItemResult](ROWS, _incomplete_order)  # skipped on purpose: no gap
         # changes
         self._resolved = Smallest[Finding](ROWS, _finding_order)
+        # suppressed by [[allow]] entries
+        self._suppressed = Smallest[Suppressed](ROWS, lambda s: _finding_order(s.finding))
 
     # --- streaming -----------------------------------------------------------------------
 
@@ -239,7 +244,8 @@ class HtmlSink:
             self._unchanged[1] += size
         if is_incomplete(result):
             # Kept without its findings: the ledger lists the item, the findings are counted below.
-            self._incomplete.add(replace(result, findings=()) if result.findings else result)
+            listed = self._left_out if result.left_out_on_purpose else self._incomplete
+            listed.add(replace(result, findings=()) if result.findings else result)
         rule = self._rule_of(item.location, item.source)
         day = None if item.last_modified is None else math.floor(item.last_modified / DAY)
         if day is None:
@@ -337,6 +343,10 @@ class HtmlSink:
     def write_resolved(self, finding: Finding) -> None:
         self._resolved.add(finding)
 
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        for record in records:
+            self._suppressed.add(record)
+
     def finish(self, summary: Summary) -> None:
         write = self._stream.write
         write(_head(summary))
@@ -362,6 +372,8 @@ class HtmlSink:
                     else '<span class="warn-text">INCOMPLETE</span>')
         if s.interrupted:
             coverage += " (interrupted)"
+        if s.left_out:
+            coverage += f"; {_plural(s.left_out, 'item')} left out on purpose"
         facts.append(("Coverage", coverage))
         items = ", ".join(f"{esc(k)} {_num(v)}" for k, v in s.items.items())
         facts.append(("Items", f"{_num(s.total_items)} ({items})"))
@@ -371,6 +383,8 @@ class HtmlSink:
             found += (f"; by brand: {esc(_counts(s.by_brand))}; by confidence: {esc(_counts(s.by_confidence))};"
                       f" published test cards: {_num(s.test_cards)}")
         facts.append(("Card data", found))
+        if s.suppressed or s.below_threshold or s.allow:
+            facts.append(("Not reported", esc(_not_reported_text(s))))
         if s.retention is not None:
             facts.append(("Retention", esc(_retention_text(s.retention))))
         if s.changes is not None:
@@ -411,6 +425,8 @@ class HtmlSink:
         if not total:
             if s.findings:
                 return _empty(f"{_plural(s.findings, 'finding')} recorded in the summary, none listed here.")
+            if s.suppressed or s.below_threshold:
+                return _empty(f"No card data reported: {_not_reported_text(s)}")
             return _empty("No card data found.")
         groups = self._groups
         expired = sum(g.expired for g in groups.values())
@@ -483,6 +499,40 @@ class HtmlSink:
         if self._findings.left_out:
             lines.append(_more(self._findings.left_out))
         return "".join(lines)
+
+    def _section_suppressed(self, s: Summary) -> str:
+        out: list[str] = []
+        entries = (s.allow or {}).get("entries") or []
+        if not entries and not s.suppressed:
+            out.append(_empty("No [[allow]] entry in the policy: every finding is reported."))
+        else:
+            policy = (s.allow or {}).get("policy")
+            out.append(f"<p>{esc(_plural(s.suppressed, 'finding'))} suppressed by [[allow]] entries"
+                       f"{esc(f' of {policy}') if policy else ''}: listed here with the entry and its reason; "
+                       "not counted as card data found, not in the exit status.</p>\n")
+        if entries:
+            rows, classes = [], []
+            for e in entries:
+                expires = esc(e.get("expires") or "never")
+                if e.get("expired"):
+                    expires += _badge("expired: suppresses nothing", "warn")
+                rows.append([esc(f"#{e.get('entry')}"), esc(e.get("line") or "-"), _allow_matcher(e),
+                             esc(e.get("reason") or ""), expires, _num(int(e.get("suppressed") or 0))])
+                classes.append("warn" if e.get("expired") else "")
+            out.append(_table(("Entry", "Line", "Matches", "Reason", "Expires", "Suppressed"), rows, numeric={5},
+                              classes=classes, caption="[[allow]] entries in force"))
+        kept = self._suppressed.kept()
+        if kept:
+            rows = [[f'<span class="loc">{esc(r.finding.location)}</span>', esc(r.finding.member or "-"),
+                     esc(r.finding.line or "?"), esc(r.finding.brand),
+                     f'<span class="masked">{esc(r.finding.masked)}</span>', esc(r.finding.confidence),
+                     esc(f"#{r.entry} ({r.matched_by})"), esc(r.reason)] for r in kept]
+            out.append(_table(("Location", "Member", "Line", "Brand", "Masked", "Confidence", "Entry", "Reason"), rows,
+                              numeric={2}, caption="Suppressed findings", more=self._suppressed.left_out))
+        if s.below_threshold or s.min_confidence != "low":
+            out.append(f"<p>{esc(_plural(s.below_threshold, 'finding'))} below --min-confidence "
+                       f"{esc(s.min_confidence)}: counted, not listed, not in the exit status.</p>\n")
+        return "".join(out)
 
     def _section_retention(self, s: Summary) -> str:
         out: list[str] = []
@@ -620,7 +670,8 @@ class HtmlSink:
             encrypted = r.get("encrypted")
             mounts = ", ".join(str(m.get("mount_point")) for m in r.get("mounts") or [] if isinstance(m, dict))
             rows.append([esc(vid), "yes" if encrypted else '<span class="bad-text">NO</span>',
-                         esc(r.get("kms_key_id") or "-"), esc(r.get("device") or "-"), esc(mounts or "not mounted"),
+                         esc(r.get("kms_key_id") or "-"), esc(r.get("device") or "not found"),
+                         esc(mounts or ("not mounted" if r.get("device") else "-")),
                          _num(found)])
             classes.append("expired" if found and not encrypted else "")
         for vid in unlisted[:ROWS]:
@@ -633,20 +684,28 @@ class HtmlSink:
     def _section_coverage(self, s: Summary) -> str:
         out = []
         if s.coverage_complete:
-            out.append('<p><span class="good-text">Coverage complete:</span> every item listed was read.</p>\n')
+            out.append('<p><span class="good-text">Coverage complete:</span> every item that should have been '
+                       "read was read.</p>\n")
         else:
             why = " The scan was interrupted." if s.interrupted else ""
-            out.append('<p><span class="warn-text">Coverage INCOMPLETE:</span> some items were not read '
-                       f"completely (below, with the reason).{why}</p>\n")
+            out.append('<p><span class="warn-text">Coverage INCOMPLETE:</span> some items that should have been '
+                       f"read were not read completely (below, with the reason).{why}</p>\n")
+        if s.left_out:
+            out.append(f"<p>{_plural(s.left_out, 'item was', 'items were')} left out on purpose (excluded, "
+                       "symbolic links not followed, FIFOs, devices and sockets, directories on other "
+                       "filesystems): listed below with the reason, they are no gap in coverage.</p>\n")
         by_status: dict[str, list[int]] = {str(st): [0, 0, 0] for st in Status}
-        for (status, _), counts in self._ledger.items():
+        gaps: set[str] = set()  # statuses with an item that makes coverage incomplete
+        for (status, reason), counts in self._ledger.items():
             totals = by_status.setdefault(status, [0, 0, 0])
             for i in range(3):
                 totals[i] += counts[i]
+            if status != Status.COMPLETE and not _on_purpose(status, reason):
+                gaps.add(status)
         rows, classes = [], []
         for status, (n, size, read) in by_status.items():
             rows.append([esc(status), _num(n), esc(format_size(size)), esc(format_size(read))])
-            classes.append("warn" if n and status != Status.COMPLETE else "")
+            classes.append("warn" if status in gaps else "")
         grand = [sum(v[i] for v in by_status.values()) for i in range(3)]
         rows.append(["<strong>total</strong>", _num(grand[0]), esc(format_size(grand[1])), esc(format_size(grand[2]))])
         classes.append("")
@@ -660,18 +719,12 @@ class HtmlSink:
         reasons = sorted(((k, v) for k, v in self._ledger.items() if k[0] != Status.COMPLETE),
                          key=lambda kv: (_STATUS_ORDER.get(kv[0][0], 9), -kv[1][0], kv[0][1]))
         if reasons:
-            reason_rows = [[esc(st), esc(reason or "(none given)"), _num(n), esc(format_size(size)),
-                            esc(format_size(read))] for (st, reason), (n, size, read) in reasons]
-            out.append(_table(("Status", "Reason", "Items", "Size", "Bytes read"), reason_rows, numeric={2, 3, 4},
-                              caption="Items not completely read, by reason"))
-            kept = self._incomplete.kept()
-            item_rows = [[esc(r.status), esc(r.reason or "-"), f'<span class="loc">{esc(r.item.location)}</span>',
-                          esc(r.item.version_id or "-"), esc(r.detail or "")] for r in kept]
-            if item_rows:
-                out.append(_table(("Status", "Reason", "Location", "Version", "Detail"), item_rows,
-                                  caption=f"Items not completely read: {_num(self._incomplete.count)}",
-                                  more=self._incomplete.left_out,
-                                  drop=[3] if _no_versions(r.item.version_id for r in kept) else []))
+            for on_purpose, caption, listed in ((False, "Items not completely read", self._incomplete),
+                                                (True, "Items left out on purpose", self._left_out)):
+                chosen = [kv for kv in reasons if _on_purpose(*kv[0]) == on_purpose]
+                if chosen:
+                    out.append(_reason_table(chosen, f"{caption}, by reason"))
+                    out.append(_item_table(listed, caption))
         else:
             out.append(_empty("No item was skipped, partly read or in error."))
         return "".join(out)
@@ -797,6 +850,28 @@ def _retention_text(r: dict[str, Any]) -> str:
     return text + "."
 
 
+def _on_purpose(status: str, reason: str) -> bool:
+    """Whether a ledger entry counts items left out on purpose (``ItemResult.left_out_on_purpose``)."""
+    return status == Status.SKIPPED and reason in LEFT_OUT_ON_PURPOSE
+
+
+def _reason_table(entries: list[tuple[tuple[str, str], list[int]]], caption: str) -> str:
+    rows = [[esc(st), esc(reason or "(none given)"), _num(n), esc(format_size(size)), esc(format_size(read))]
+            for (st, reason), (n, size, read) in entries]
+    return _table(("Status", "Reason", "Items", "Size", "Bytes read"), rows, numeric={2, 3, 4}, caption=caption)
+
+
+def _item_table(listed: Smallest[ItemResult], caption: str) -> str:
+    kept = listed.kept()
+    if not kept:
+        return ""
+    rows = [[esc(r.status), esc(r.reason or "-"), f'<span class="loc">{esc(r.item.location)}</span>',
+             esc(r.item.version_id or "-"), esc(r.detail or "")] for r in kept]
+    return _table(("Status", "Reason", "Location", "Version", "Detail"), rows,
+                  caption=f"{caption}: {_num(listed.count)}", more=listed.left_out,
+                  drop=[3] if _no_versions(r.item.version_id for r in kept) else [])
+
+
 def _changes_text(c: dict[str, Any]) -> str:
     prev = c.get("previous_sweep")
     since = f"since sweep {prev}" if prev is not None else "no previous sweep"
@@ -806,13 +881,39 @@ def _changes_text(c: dict[str, Any]) -> str:
 
 def _verdict(s: Summary) -> str:
     expired = int((s.retention or {}).get("expired_items") or 0)
+    # With findings suppressed or below the threshold, "found" would not be true.
+    nothing = "No card data reported" if s.suppressed or s.below_threshold else "No card data found"
     if s.findings or expired:
         kind, text = "bad", exit_meaning(s).capitalize()
     elif not s.coverage_complete:
-        kind, text = "warn", "No card data found, but coverage is incomplete"
+        kind, text = "warn", f"{nothing}, but coverage is incomplete"
     else:
-        kind, text = "good", "No card data found; coverage complete"
+        kind, text = "good", f"{nothing}; coverage complete"
     return f'<p class="status {kind}"><strong>{esc(text)}.</strong></p>\n'
+
+
+def _not_reported_text(s: Summary) -> str:
+    entries = (s.allow or {}).get("entries") or []
+    expired = sum(1 for e in entries if e.get("expired"))
+    by = _plural(len(entries), "[[allow]] entry", "[[allow]] entries")
+    text = f"{_plural(s.suppressed, 'finding')} suppressed by {by}"
+    if expired:
+        text += f" ({_num(expired)} expired, suppressing nothing)"
+    if s.below_threshold or s.min_confidence != "low":
+        text += f"; {_plural(s.below_threshold, 'finding')} below --min-confidence {s.min_confidence}"
+    return text + "; neither is in the exit status."
+
+
+def _allow_matcher(entry: dict[str, Any]) -> str:
+    """What an entry matches; a fingerprint shortened, as everywhere in this report."""
+    parts = []
+    if entry.get("fingerprint"):
+        parts.append(f"fingerprint <code>{esc(str(entry['fingerprint'])[:12])}\u2026</code>")
+    if entry.get("masked"):
+        parts.append(f'masked <span class="masked">{esc(entry["masked"])}</span>')
+    if entry.get("location"):
+        parts.append(f"location <code>{esc(entry['location'])}</code>")
+    return " at ".join(parts) if len(parts) == 2 else "".join(parts)
 
 
 def _fact_text(value: Any) -> str:

@@ -1,6 +1,7 @@
 """JSON Lines report: one object per line, schema in DESIGN.md.
 
-For each item, its ``finding`` records come first, then its ``item`` record, then its
+For each item, its ``suppressed`` records (findings an ``[[allow]]`` entry suppresses) and
+``finding`` records come first, then its ``item`` record, then its
 ``retention`` record when it is older than its rule (the findings of a PAN-dense item come
 in batches while it is scanned, so they may sit between other items' records); ``resolved`` records (findings of the
 previous sweep that this one no longer found) follow the last item; the ``summary`` record
@@ -14,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from panscan.model import Finding, ItemResult, RetentionVerdict
+from panscan.model import Finding, ItemResult, RetentionVerdict, Suppressed
 from panscan.sinks.base import Summary
 
 #: ``change`` of a ``resolved`` record.
@@ -40,6 +41,10 @@ class JsonlSink:
     def write_findings(self, findings: Sequence[Finding]) -> None:
         for finding in findings:
             self._write(finding.to_record())
+
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        for record in records:
+            self._write(record.to_record())
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._write(record)

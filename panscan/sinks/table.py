@@ -4,11 +4,15 @@ something to say:
 1. ``CARD DATA PAST RETENTION`` — findings in items older than their retention rule: card data
    kept longer than policy allows (PCI DSS 3.2.1), the most severe result, so it comes first;
 2. ``Findings`` — the findings (with RETENTION and CHANGE columns when those are known), at
-   most :data:`FINDING_ROWS`, the first by location (the JSON Lines and CSV reports list all);
+   most :data:`FINDING_ROWS`, the first by location (the JSON Lines and CSV reports list all),
+   then ``Suppressed by [[allow]] entries`` — findings an entry suppresses, with its number and
+   reason, at most :data:`SUPPRESSED_ROWS`;
 3. ``Past retention`` — items older than their rule, oldest first, at most
    :data:`RETENTION_ROWS` rows (the JSON Lines report lists them all);
 4. ``Resolved since sweep N`` — findings of the previous sweep that this one no longer found;
-5. ``Items not completely scanned``, ``Buckets``, ``Summary``.
+5. ``Items not completely scanned`` (gaps in coverage), ``Items left out on purpose`` (excludes,
+   links not followed, FIFOs and devices, other filesystems: listed, but no gap), ``Buckets``,
+   ``Summary``.
 
 Everything is written at the end (column widths need every row), so this sink keeps the
 rows it will show: at most :data:`FINDING_ROWS` findings (and as many past retention), the
@@ -27,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status
+from panscan.model import EXPIRED, Finding, ItemResult, RetentionVerdict, Status, Suppressed
 from panscan.sinks.base import EXIT_MEANINGS, Smallest, Summary, display, format_size
 
 FINDING_COLUMNS = ("LOCATION", "MEMBER", "OFFSET", "LINE", "KIND", "BRAND", "MASKED", "CONFIDENCE", "TEST")
@@ -35,9 +39,13 @@ EXPIRED_COLUMNS = ("LOCATION", "VERSION", "MEMBER", "MASKED", "BRAND", "RULE", "
 RETENTION_COLUMNS = ("LOCATION", "VERSION", "RULE", "AGE (days)", "MAX AGE", "CLASS", "SIZE", "CARD DATA")
 RESOLVED_COLUMNS = ("LOCATION", "VERSION", "MEMBER", "KIND", "BRAND", "MASKED")
 ITEM_COLUMNS = ("STATUS", "REASON", "LOCATION", "DETAIL")
+SUPPRESSED_COLUMNS = ("LOCATION", "MEMBER", "LINE", "BRAND", "MASKED", "CONFIDENCE", "ALLOW", "REASON")
 
 #: Rows of the "Past retention" section; an account can hold millions of expired versions.
 RETENTION_ROWS = 50
+#: Rows of the "Suppressed" section: a short reminder of what [[allow]] entries hide (every
+#: one is in the JSON Lines and CSV reports).
+SUPPRESSED_ROWS = 200
 #: Rows of the "Findings" and "CARD DATA PAST RETENTION" sections: a dump of card numbers
 #: can hold millions, and a table of them is read by nobody (the JSON Lines report has all).
 FINDING_ROWS = 10_000
@@ -244,6 +252,46 @@ def format_retention(past: PastRetention) -> str:
     return text + "\n"
 
 
+# Suppressed
+
+
+def format_suppressed(records: list[Suppressed], *, total: int | None = None) -> str:
+    """Findings suppressed by ``[[allow]]`` entries, with the entry and its reason; ``total``:
+    how many there were when ``records`` holds only the first of them by location."""
+    if not records:
+        return ""
+    ordered = sorted(records, key=lambda s: _finding_order(s.finding))
+    rows = [[display(s.finding.location), display(s.finding.member or "-"), str(s.finding.line or "?"),
+             s.finding.brand, s.finding.masked, str(s.finding.confidence), f"#{s.entry} ({s.matched_by})",
+             display(s.reason)] for s in ordered]
+    count = len(records) if total is None else total
+    text = (f"Suppressed by [[allow]] entries ({count}): not counted as findings, not in the exit status\n"
+            + format_table(SUPPRESSED_COLUMNS, rows))
+    if count > len(records):
+        text += f"... and {count - len(records)} more (see --format jsonl or csv)\n"
+    return text + "\n"
+
+
+def nothing_reported(s: Summary) -> str:
+    """What stands for the findings table when every finding was suppressed or below the
+    threshold: "No card data found" would not be true."""
+    parts = ([f"{s.suppressed} suppressed by [[allow]] entries"] if s.suppressed else []) + (
+        [f"{s.below_threshold} below --min-confidence {display(s.min_confidence)}"] if s.below_threshold else [])
+    return f"No card data reported ({'; '.join(parts)}).\n\n"
+
+
+def _suppressed_line(s: Summary) -> str:
+    entries = (s.allow or {}).get("entries") or []
+    text = f"{s.suppressed} by [[allow]] entries"
+    used = [f"#{e.get('entry')} {e.get('suppressed')}" for e in entries if e.get("suppressed")]
+    if used:
+        text += f" (by entry: {', '.join(used)})"
+    expired = [f"#{e.get('entry')}" for e in entries if e.get("expired")]
+    if expired:
+        text += f"; expired, no longer suppressing: {', '.join(expired)}"
+    return text
+
+
 # Changes
 
 
@@ -299,12 +347,23 @@ def _fact(value: Any) -> str:
 
 
 def format_incomplete(results: list[ItemResult], *, color: bool = False) -> str:
-    if not results:
-        return ""
+    """The items not completely scanned, in two sections: those that make coverage incomplete,
+    then those left out on purpose (``ItemResult.left_out_on_purpose``), which are listed with
+    their reason but are no gap in coverage."""
+    gaps = [r for r in results if not r.left_out_on_purpose]
+    left_out = [r for r in results if r.left_out_on_purpose]
+    text = ""
+    if gaps:
+        text += paint(f"Items not completely scanned ({len(gaps)})", YELLOW, color) + "\n" + _item_rows(gaps)
+    if left_out:
+        text += f"Items left out on purpose ({len(left_out)}): no gap in coverage\n" + _item_rows(left_out)
+    return text
+
+
+def _item_rows(results: list[ItemResult]) -> str:
     rows = [[str(r.status), str(r.reason or "-"), display(r.item.location), display(r.detail or "")]
             for r in results]
-    return (paint(f"Items not completely scanned ({len(results)})", YELLOW, color) + "\n"
-            + format_table(ITEM_COLUMNS, rows) + "\n")
+    return format_table(ITEM_COLUMNS, rows) + "\n"
 
 
 # Summary
@@ -361,6 +420,11 @@ def format_summary(s: Summary, *, color: bool = False) -> str:
         found += (f" (by kind: {_counts(s.by_kind)}; by brand: {_counts(s.by_brand)};"
                   f" by confidence: {_counts(s.by_confidence)}; published test cards: {s.test_cards})")
     lines.append(found)
+    if s.suppressed or s.allow:
+        lines.append(f"  suppressed:    {display(_suppressed_line(s))}")
+    if s.below_threshold or s.min_confidence != "low":
+        lines.append(f"  threshold:     {s.below_threshold} below --min-confidence {display(s.min_confidence)} "
+                     "(counted, not listed)")
     if s.retention is not None:
         retention = _retention_line(s.retention)
         if int(s.retention.get("expired_with_card_data") or 0):
@@ -372,6 +436,8 @@ def format_summary(s: Summary, *, color: bool = False) -> str:
     coverage = "complete" if s.coverage_complete else "INCOMPLETE"
     if s.interrupted:
         coverage += " (interrupted)"
+    if s.left_out:
+        coverage += f"; {_plural(s.left_out, 'item')} left out on purpose"
     lines.append(f"  coverage:      {paint(coverage, GREEN if s.coverage_complete else YELLOW, color)}")
     if s.sweep_id is not None:
         lines.append(f"  sweep:         {s.sweep_id}")
@@ -391,8 +457,9 @@ def format_volumes(records: list[dict[str, Any]], counts: Mapping[str, int], *, 
     ordered = sorted(records, key=lambda r: (not counts.get(r.get("volume_id", "")), bool(r.get("encrypted")),
                                              str(r.get("volume_id"))))
     rows = [[display(str(r.get("volume_id"))), "yes" if r.get("encrypted") else "NO",
-             display(str(r.get("kms_key_id") or "-")), display(str(r.get("device") or "-")),
-             display(", ".join(str(m.get("mount_point")) for m in r.get("mounts", [])) or "not mounted"),
+             display(str(r.get("kms_key_id") or "-")), display(str(r.get("device") or "not found")),
+             display(", ".join(str(m.get("mount_point")) for m in r.get("mounts", []))
+                     or ("not mounted" if r.get("device") else "-")),
              str(counts.get(str(r.get("volume_id")), 0))] for r in ordered]
     emphasis = {("ENCRYPTED", "NO"): BOLD_RED} if color else None
     return f"EBS volumes ({len(records)})\n" + format_table(VOLUME_COLUMNS, rows, emphasis) + "\n"
@@ -412,12 +479,17 @@ class TableSink:
         self._volumes: list[dict[str, Any]] = []
         self._past = PastRetention()
         self._resolved: list[Finding] = []
+        self._suppressed = Smallest[Suppressed](SUPPRESSED_ROWS, lambda s: _finding_order(s.finding))
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         self._buckets.append(record)
 
     def write_volume(self, record: dict[str, Any]) -> None:
         self._volumes.append(record)
+
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        for record in records:
+            self._suppressed.add(record)
 
     def write_findings(self, findings: Sequence[Finding]) -> None:
         for f in findings:
@@ -444,7 +516,10 @@ class TableSink:
         color = self._color
         self._stream.write(
             format_expired_findings(self._expired.kept(), self._past, total=self._expired.count, color=color)
-            + format_findings(self._findings.kept(), total=self._findings.count, color=color)
+            + (format_findings(self._findings.kept(), total=self._findings.count, color=color)
+               if self._findings.count or not (summary.suppressed or summary.below_threshold)
+               else nothing_reported(summary))
+            + format_suppressed(self._suppressed.kept(), total=self._suppressed.count)
             + format_volumes(self._volumes, self._volume_findings, color=color)
             + format_retention(self._past)
             + format_resolved(self._resolved, previous_sweep(summary))

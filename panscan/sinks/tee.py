@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from panscan.model import Finding, ItemResult, RetentionVerdict
+from panscan.model import Finding, ItemResult, RetentionVerdict, Suppressed
 from panscan.sinks.base import Sink, Summary
 
 
@@ -21,6 +21,10 @@ class TeeSink:
     def write_findings(self, findings: Sequence[Finding]) -> None:
         for sink in self._sinks:
             sink.write_findings(findings)
+
+    def write_suppressed(self, records: Sequence[Suppressed]) -> None:
+        for sink in self._sinks:
+            sink.write_suppressed(records)
 
     def write_bucket(self, record: dict[str, Any]) -> None:
         for sink in self._sinks:

@@ -11,6 +11,10 @@ What callers may rely on:
   is link-local; a ``HTTP_PROXY`` meant for the internet must not receive the token).
 * :func:`attached_volumes` raises :class:`DiscoveryError` (of which :class:`NotOnEC2` is a
   kind) with a one-line message when DescribeVolumes cannot be called or is refused.
+* The root volume (``Volume.is_root``) is the one EC2 names as the instance's root device
+  (DescribeInstances: ``RootDeviceName`` and its block device mapping), or, when that cannot
+  be asked (``ec2:DescribeInstances`` not granted), the one holding the mount of ``/``. A
+  container's ``/`` is an overlay, not the root volume: only EC2 can say which volume it is.
 * Every path that reads the machine lies under :func:`host_root` (``PANSCAN_HOST_ROOT``,
   default ``/``): ``sys/class/nvme``, ``sys/block``, ``proc/self/mountinfo`` and
   ``run/udev/data`` (filesystem types udev recorded). ``lsblk`` is run only when that root
@@ -120,7 +124,7 @@ class Volume:
     device: str | None  # the block device on this machine (/dev/nvme1n1, /dev/xvdf); None: not found
     mounts: tuple[Mount, ...]  # every mount of the device or of its partitions
     fstype: str | None  # from the mounts, else from udev's record (or lsblk); None: not known
-    is_root: bool  # holds the mount of "/"
+    is_root: bool  # EC2's root device of the instance (else: holds the mount of "/")
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -268,6 +272,39 @@ def attached_volumes(identity: Identity) -> list[dict[str, Any]]:
         raise DiscoveryError(f"DescribeVolumes for instance {identity.instance_id} in {identity.region} "
                              f"failed: {e}") from None
     return volumes
+
+
+def root_volume_id(identity: Identity) -> str | None:
+    """The id of the volume EC2 attached as ``identity``'s root device (DescribeInstances:
+    the block device mapping of ``RootDeviceName``); None when EC2 cannot be asked or names
+    none (an instance-store root). Never raises: discovery goes on without it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    ec2 = aws.client("ec2", region=identity.region)
+    try:
+        reservations = ec2.describe_instances(InstanceIds=[identity.instance_id]).get("Reservations", [])
+    except (ClientError, BotoCoreError) as e:
+        log.debug("DescribeInstances for %s failed (%s): the root volume is the one mounted at /",
+                  identity.instance_id, type(e).__name__)
+        return None
+    for reservation in reservations:
+        for instance in reservation.get("Instances", []):
+            root = instance.get("RootDeviceName")
+            for mapping in instance.get("BlockDeviceMappings", []):
+                if root and _same_attachment(mapping.get("DeviceName"), root):
+                    volume_id = mapping.get("Ebs", {}).get("VolumeId")
+                    return str(volume_id) if volume_id else None
+    return None
+
+
+def _same_attachment(a: str | None, b: str) -> bool:
+    """Whether two attachment names are the same device: EC2 may spell a name /dev/sdf in one
+    answer and xvdf in another (the Xen name of the same attachment)."""
+    def name(device: str) -> str:
+        base = device.rsplit("/", 1)[-1]
+        return "sd" + base[3:] if base.startswith("xvd") else base
+
+    return a is not None and name(a) == name(b)
 
 
 # --- this machine's block devices ----------------------------------------------------------
@@ -484,13 +521,15 @@ def discover(timeout: float = 2.0) -> tuple[Identity, list[Volume]]:
                 attachments[raw["VolumeId"]] = attachment["Device"]
     devices = block_devices(attachments)
     all_mounts = mounts()
-    volumes = [_volume(raw, attachments.get(raw["VolumeId"]), devices.get(raw["VolumeId"]), all_mounts)
+    root = root_volume_id(identity) if described else None
+    volumes = [_volume(raw, attachments.get(raw["VolumeId"]), devices.get(raw["VolumeId"]), all_mounts, root)
                for raw in described]
     volumes.sort(key=lambda v: (_natural(v.attachment_device or "~"), v.volume_id))
     return identity, volumes
 
 
-def _volume(raw: Mapping[str, Any], attached: str | None, device: str | None, all_mounts: list[Mount]) -> Volume:
+def _volume(raw: Mapping[str, Any], attached: str | None, device: str | None, all_mounts: list[Mount],
+            root_volume: str | None) -> Volume:
     found = _mounts_of(device, all_mounts) if device else ()
     fstype = found[0].fstype if found else None
     if fstype is None and device:
@@ -511,7 +550,9 @@ def _volume(raw: Mapping[str, Any], attached: str | None, device: str | None, al
         device=device,
         mounts=found,
         fstype=fstype,
-        is_root=any(m.mount_point == "/" for m in found),
+        # EC2's word first: inside a container "/" is an overlay and the root volume's
+        # filesystem is mounted only under bind mounts (/etc/hosts...).
+        is_root=raw["VolumeId"] == root_volume if root_volume else any(m.mount_point == "/" for m in found),
         tags={str(t["Key"]): str(t.get("Value", "")) for t in raw.get("Tags", []) if "Key" in t},
     )
 

@@ -24,13 +24,20 @@ What callers may rely on:
   ``glacier://vault/archive-id``, source ``"glacier"``, size, creation date (``last_modified``,
   POSIX seconds), ``etag`` = the archive's SHA256TreeHash, ``description`` (None when empty),
   and ``job_id`` set exactly when a succeeded archive-retrieval job's output is readable now
-  (checked with DescribeJob); None means only the description can be scanned.
+  (checked with DescribeJob); None means only the description can be scanned. With
+  ``retrieve``, an archive without ``job_id`` has ``not_retrieved``: why (its job still runs,
+  left out by ``max_bytes`` or ``older_than_days``, not confirmed, ...), which its item's
+  detail quotes instead of "use --retrieve".
+* Times: ``now`` (``--as-of``) is the reference for ages (``older_than_days``); the clock is
+  the reference for how old an inventory is (``INVENTORY_MAX_AGE_DAYS``,
+  ``STALE_INVENTORY_DAYS``) and is the collection time stored: judging a week-old inventory
+  "1,000 days old" because ages are judged as of a future date would be false.
 * The inventory in use is the stored one when it was collected less than
-  ``INVENTORY_MAX_AGE_DAYS`` before ``now``, else the one a job delivered in this run. While a
+  ``INVENTORY_MAX_AGE_DAYS`` ago, else the one a job delivered in this run. While a
   refresh is pending or has failed, the older stored inventory (if any) is still used, after
   the vault-level record, so the vault's earlier findings are matched against its archives
-  instead of vanishing from the sweep. An inventory dated more than ``STALE_INVENTORY_DAYS``
-  before ``now`` gets one warning naming the vault.
+  instead of vanishing from the sweep. An inventory dated by Glacier more than
+  ``STALE_INVENTORY_DAYS`` ago gets one warning naming the vault.
 * Descriptions are masked (``findings.mask.mask_text``) before an inventory is stored, so
   ``Item.description`` is the raw text only in the run that collected the inventory; later
   runs that reuse it yield the masked text. Whichever run collects an inventory with a state
@@ -45,8 +52,9 @@ What callers may rely on:
 * Retrieval (``retrieve``): archives with no pending or succeeded job (and not
   ``already_scanned``), created more than ``older_than_days`` ago when set, are selected in
   inventory order across vaults until the next one would exceed ``max_bytes``. ``confirm``
-  gets :func:`retrieval_estimate`'s text before anything is initiated; False initiates
-  nothing. The estimate is logged as a warning either way.
+  gets :func:`retrieval_estimate`'s text before anything is initiated (it shows it); False
+  initiates nothing. Without ``confirm`` (``--yes``) the estimate is logged as a warning
+  before the jobs are initiated. Either way it is said once.
 * Logs and details name vaults, counts, job start times and AWS error codes; never a
   description or an archive id (archive ids appear only in item locations).
 * :func:`open_glacier` reads the item's job output once, front to back (not seekable),
@@ -54,7 +62,8 @@ What callers may rely on:
   ``SourceError``; reads raise ``OSError`` (:class:`GlacierReadError`).
 * :func:`collect_jobs` asks Glacier about every pending job in the state and records the
   outcome; inventories that are ready are fetched and stored, their descriptions' findings
-  with them.
+  with them. :func:`unread_retrievals` lists the archives retrieved and not read yet: what
+  the next scan of their vault reads.
 """
 
 from __future__ import annotations
@@ -109,6 +118,9 @@ OUTPUT_HOURS = 24
 #: Tries at an inventory job that Glacier no longer knows (the first included) before the
 #: vault is reported as an error.
 INVENTORY_ATTEMPTS = 2
+#: The longest an archive retrieval takes (Bulk: 5-12 hours): a succeeded job initiated more
+#: than this plus ``OUTPUT_HOURS`` ago has no output left to read.
+RETRIEVAL_HOURS = 12
 
 MIB = 1 << 20
 #: Archives larger than this are read in Range requests of ``RANGE_BYTES`` (a multiple of
@@ -196,6 +208,8 @@ class _Vault:
     eligible: set[str] = field(default_factory=set)  # archive ids that may be retrieved
     unchecked: int = 0  # archive jobs DescribeJob failed for (the last error in unchecked_why)
     unchecked_why: str = ""
+    # archive id → why it was not retrieved in this run although --retrieve was given
+    not_retrieved: dict[str, str] = field(default_factory=dict)
 
     def note(self, reason: Reason, detail: str, status: Status = Status.ERROR) -> None:
         self.records.append(ItemResult(Item(SCHEME + self.name, SOURCE), status, reason, detail))
@@ -208,8 +222,9 @@ class _Run:
     state: State | None
     options: GlacierOptions
     tier: str
-    now: float
+    now: float  # the reference for ages (--as-of)
     deadline: float
+    clock: float = field(default_factory=time.time)  # the reference for how old an inventory is
 
 
 def enumerate_glacier(targets: Sequence[str], options: GlacierOptions,
@@ -324,7 +339,7 @@ def _start_inventory(run: _Run, vault: _Vault) -> None:
     state = run.state
     if state is not None:
         vault.stored = state.inventory(_stored(vault.name), run.region)
-        if vault.stored is not None and run.now - vault.stored.collected_at < INVENTORY_MAX_AGE_DAYS * _DAY:
+        if vault.stored is not None and run.clock - vault.stored.collected_at < INVENTORY_MAX_AGE_DAYS * _DAY:
             vault.inventory = vault.stored
             return
         pending = state.pending_inventory_job(_stored(vault.name), run.region)
@@ -364,7 +379,7 @@ def _check_inventory(run: _Run, vault: _Vault) -> bool:
     if status == "Succeeded":
         # The scan loaded the same key before listing anything: reading it cannot fail here.
         key = None if run.state is None else state_key(run.state)
-        outcome = _collect_inventory(run.glacier, job, run.state, run.now, key)
+        outcome = _collect_inventory(run.glacier, job, run.state, run.clock, key)
         if isinstance(outcome, StoredInventory):
             vault.inventory = outcome
             return True
@@ -509,6 +524,7 @@ def _check_archive_job(run: _Run, vault: _Vault, archive_id: str) -> bool:
             # Outcome unknown (throttled, refused): neither readable nor retried this run.
             vault.unchecked += 1
             vault.unchecked_why = reason_for(exc)[1]
+            vault.not_retrieved[archive_id] = f"its retrieval job could not be checked: {vault.unchecked_why}"
             del vault.running[archive_id]
             return True
         status = None
@@ -537,17 +553,37 @@ def _item(vault: str, archive: dict[str, Any], job_id: str | None = None) -> Ite
 def _archive_items(run: _Run, vault: _Vault) -> Iterator[Item]:
     inventory = vault.inventory
     assert inventory is not None
-    if run.now - inventory.inventory_date > STALE_INVENTORY_DAYS * _DAY:
+    age = run.clock - inventory.inventory_date
+    if age > STALE_INVENTORY_DAYS * _DAY:
         logger.warning("Glacier vault %s: the inventory is %d days old; archives added since are not listed",
-                       vault.name, (run.now - inventory.inventory_date) // _DAY)
+                       vault.name, age // _DAY)
     if vault.unchecked:
         logger.warning("Glacier vault %s: %d archive-retrieval jobs could not be checked (%s); their archives "
                        "are listed as not retrieved", vault.name, vault.unchecked, vault.unchecked_why)
     for archive in inventory.archives:
-        yield _item(vault.name, archive, vault.readable.get(archive["archive_id"]))
+        archive_id = archive["archive_id"]
+        job_id = vault.readable.get(archive_id)
+        item = _item(vault.name, archive, job_id)
+        if job_id is None and run.options.retrieve:
+            item = replace(item, not_retrieved=_not_retrieved(vault, archive_id))
+        yield item
+
+
+def _not_retrieved(vault: _Vault, archive_id: str) -> str | None:
+    """Why an archive has no readable output although --retrieve was given; None when it was
+    not a candidate (scanned completely by an earlier sweep: that result is reported)."""
+    running = vault.running.get(archive_id)
+    if running is not None:
+        return f"its {running.tier or 'Standard'} retrieval job started {_iso(running.initiated_at)} is still running"
+    return vault.not_retrieved.get(archive_id)
 
 
 # --- retrieval -------------------------------------------------------------------------
+
+
+#: Why an archive was not retrieved although --retrieve was given (quoted by its item's detail).
+NO_STATE = "--retrieve needs a state database (--state) or --wait: without one a later run could not find the output"
+NOT_CONFIRMED = "retrieval not confirmed: answer y at the prompt, or pass --yes"
 
 
 def _retrieve(run: _Run, vaults: list[_Vault]) -> None:
@@ -555,44 +591,63 @@ def _retrieve(run: _Run, vaults: list[_Vault]) -> None:
     if run.state is None and options.wait_seconds <= 0:
         logger.warning("Glacier: --retrieve needs a state database (or --wait): without one the jobs' output "
                        "could not be found later; no archive retrieval initiated")
+        _left_out([(v, a) for v in vaults for a in v.eligible], NO_STATE)
         return
     selected = _select(run, vaults)
     if not selected:
         return
     estimate = retrieval_estimate([item for _, item in selected], run.tier)
-    if options.confirm is not None and not options.confirm(estimate):
-        logger.warning("%s: not initiated", estimate)
+    if options.confirm is None:
+        logger.warning("%s", estimate)  # --yes: said before anything is sent, and only here
+    elif not options.confirm(estimate):  # the prompt showed the estimate
+        logger.warning("Glacier: archive retrievals not initiated (not confirmed)")
+        _left_out([(v, split_location(item.location)[1]) for v, item in selected], NOT_CONFIRMED)
         return
-    initiated: list[Item] = []
     for vault in vaults:
         chosen = [item for v, item in selected if v is vault]
         if chosen:
-            initiated += _initiate_archives(run, vault, chosen)
-    if initiated:
-        logger.warning("%s", retrieval_estimate(initiated, run.tier))
+            _initiate_archives(run, vault, chosen)
+
+
+def _left_out(archives: Iterable[tuple[_Vault, str]], why: str) -> None:
+    for vault, archive_id in archives:
+        vault.not_retrieved[archive_id] = why
 
 
 def _select(run: _Run, vaults: list[_Vault]) -> list[tuple[_Vault, Item]]:
+    """The archives to retrieve (see the module docstring); each eligible archive left out
+    says why in ``_Vault.not_retrieved``."""
     options = run.options
     cutoff = None if options.older_than_days is None else run.now - options.older_than_days * _DAY
     total = 0
+    full = False  # in inventory order, the first archive that does not fit ends the selection
     selected: list[tuple[_Vault, Item]] = []
     for vault in vaults:
         if vault.inventory is None:
             continue
         for archive in vault.inventory.archives:
-            if archive["archive_id"] not in vault.eligible:
+            archive_id = archive["archive_id"]
+            if archive_id not in vault.eligible:
                 continue
             if cutoff is not None and archive["creation_date"] >= cutoff:
+                vault.not_retrieved[archive_id] = (f"created less than {options.older_than_days} days ago: "
+                                                   "left out by --older-than")
                 continue
             item = _item(vault.name, archive)
             if options.already_scanned is not None and options.already_scanned(item):
                 continue
-            if options.max_bytes is not None and total + archive["size"] > options.max_bytes:
-                return selected
+            full = full or (options.max_bytes is not None and total + archive["size"] > options.max_bytes)
+            if full:
+                vault.not_retrieved[archive_id] = (f"left out by --max-bytes {_gib(options.max_bytes or 0)}: "
+                                                   "a later run with --retrieve can retrieve it")
+                continue
             total += archive["size"]
             selected.append((vault, item))
     return selected
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
 
 
 def _initiate_archives(run: _Run, vault: _Vault, items: list[Item]) -> list[Item]:
@@ -605,8 +660,11 @@ def _initiate_archives(run: _Run, vault: _Vault, items: list[Item]) -> list[Item
         except _AWS_ERRORS as exc:
             # Throttled beyond the retries, a retrieval policy or no expedited capacity: the
             # rest of this vault would fail the same way.
+            why = reason_for(exc)[1]
             logger.warning("Glacier vault %s: archive retrieval stopped after %d of %d jobs (%s)", vault.name,
-                           len(initiated), len(items), reason_for(exc)[1])
+                           len(initiated), len(items), why)
+            _left_out([(vault, split_location(i.location)[1]) for i in items[len(initiated):]],
+                      f"its retrieval job could not be initiated: {why}")
             break
         previous = run.state.job_for_archive(_stored(vault.name), archive_id) if run.state is not None else None
         job = GlacierJob(response["jobId"], vault.name, run.region, "ArchiveRetrieval", archive_id, run.tier,
@@ -627,9 +685,13 @@ def retrieval_estimate(archives: list[Item], tier: str) -> str:
     total = sum(a.size or 0 for a in archives)
     vaults = {split_location(a.location)[0] for a in archives}
     cost = per_gb * total / 1e9 + per_k * len(archives) / 1000
-    return (f"Glacier archive retrieval of {len(archives)} archives in {len(vaults)} vaults "
-            f"({total / 2**30:.2f} GiB, {tier} tier): about ${cost:.2f} at us-east-1 list prices; ready in {when}, "
+    return (f"Glacier archive retrieval of {_plural(len(archives), 'archive')} in {_plural(len(vaults), 'vault')} "
+            f"({_gib(total)}, {tier} tier): about ${cost:.2f} at us-east-1 list prices; ready in {when}, "
             f"then readable for {OUTPUT_HOURS} hours")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- collecting jobs -------------------------------------------------------------------
@@ -665,6 +727,32 @@ def collect_jobs(state: State, now: float) -> list[str]:
         except _AWS_ERRORS as exc:
             lines.append(f"{label}: could not ask Glacier ({reason_for(exc)[1]}); still pending")
     return lines
+
+
+def unread_retrievals(state: State, now: float) -> list[GlacierJob]:
+    """The succeeded archive-retrieval jobs in ``state`` whose archive no scan has read
+    completely since (with this pattern set), oldest first: what the next scan of each vault
+    reads. Jobs initiated more than ``RETRIEVAL_HOURS + OUTPUT_HOURS`` before ``now`` are left
+    out (Glacier no longer has their output; the next scan with --retrieve asks again)."""
+    version = load_patterns().version
+    archives: dict[tuple[str, str | None], dict[str, dict[str, Any]]] = {}
+    unread = []
+    for job in state.jobs(pending_only=False):
+        if job.action != "ArchiveRetrieval" or job.status != "succeeded" or job.archive_id is None:
+            continue
+        if now - job.initiated_at > (RETRIEVAL_HOURS + OUTPUT_HOURS) * 3600:
+            continue
+        where = (job.vault, job.region)
+        if where not in archives:  # one inventory read per vault, not one per job
+            inventory = state.inventory(job.vault, job.region)
+            archives[where] = {a["archive_id"]: a for a in inventory.archives} if inventory else {}
+        archive = archives[where].get(job.archive_id)
+        if archive is not None:
+            item = _item(job.vault, archive)
+            if state.lookup(replace(item, location=mask_text(item.location)), version) is not None:
+                continue  # read by a scan since it was retrieved
+        unread.append(job)
+    return unread
 
 
 def _usable_key(state: State) -> bytes | str:

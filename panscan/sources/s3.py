@@ -482,7 +482,11 @@ def _entries(page: dict[str, Any], newer: tuple[str, Any]) -> Iterator[tuple[dic
     entries = [(v, False) for v in page.get("Versions", ())] + [(m, True) for m in page.get("DeleteMarkers", ())]
     # S3 returns the two lists separately; within a key both are newest first, so one stable
     # sort by key and descending time restores the order the versions replaced each other in.
-    entries.sort(key=lambda e: (e[0]["Key"], -(e[0]["LastModified"].timestamp() if e[0].get("LastModified") else 0)))
+    # LastModified has whole seconds: a put and a delete in the same second tie. The latest
+    # entry comes first, then a delete marker before a version (the delete of what was just
+    # written, the common case), so a version behind a marker knows when it stopped being current.
+    entries.sort(key=lambda e: (e[0]["Key"], -(e[0]["LastModified"].timestamp() if e[0].get("LastModified") else 0),
+                                not e[0].get("IsLatest"), not e[1]))
     for entry, is_marker in entries:
         yield entry, is_marker, newer
         newer = (entry["Key"], entry.get("LastModified"))

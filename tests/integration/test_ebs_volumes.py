@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,9 +27,9 @@ from botocore.config import Config
 # Fixtures are imported by name (pytest finds them in the module's namespace); the tests'
 # parameters shadow the imports on purpose.
 from fake_imds import IDENTITY_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, FakeIMDS, imds  # noqa: F401
-from s3_server import MotoS3, moto_server, s3  # noqa: F401
+from s3_server import MotoS3, moto_server, of_type, s3  # noqa: F401
 
-from panscan.engine.volumes import COLUMNS, run_volumes
+from panscan.engine.volumes import COLUMNS, plan_volume_scan, run_volumes
 from panscan.sources import ebs
 from panscan.sources.ebs import Mount, NotOnEC2, Volume
 
@@ -417,8 +420,14 @@ def test_scan_volumes_finds_the_numbers_on_each_mounted_volume_and_tags_them_wit
     findings = {(r["masked"], r["volume_id"]) for r in records if r["type"] == "finding"}
     assert findings == {("411111******1111", host.encrypted),
                         (unencrypted_pan[:6] + "******" + unencrypted_pan[-4:], host.plain)}
-    items = {Path(r["location"]).name: r["volume_id"] for r in records if r["type"] == "item"}
+    items = {Path(r["location"]).name: r["volume_id"] for r in records
+             if r["type"] == "item" and not r["location"].startswith("ebs-volume://")}
     assert items == {"orders.csv": host.encrypted, "notes.txt": host.plain, "export.csv": host.plain}
+    # The attached volumes that were not read are items too (see the tests below).
+    not_read = {r["volume_id"]: r["reason"] for r in records
+                if r["type"] == "item" and r["location"].startswith("ebs-volume://")}
+    assert not_read == {host.root_volume: "EXCLUDED", host.unmounted: "VOLUME_NOT_MOUNTED",
+                        host.absent: "DEVICE_NOT_FOUND"}
     volumes = {r["volume_id"]: r["encrypted"] for r in records if r["type"] == "volume"}
     assert volumes[host.encrypted] is True and volumes[host.plain] is False
     assert host.root_volume not in volumes  # the root volume only with --include-root
@@ -446,3 +455,93 @@ def test_scan_volumes_off_ec2_is_a_one_line_error_and_exit_3(tmp_path: Path,
     volumes = subprocess.run([sys.executable, "-m", "panscan", "volumes"], capture_output=True, text=True,
                              timeout=60, env=dict(os.environ))
     assert volumes.returncode == 3 and "not on EC2" in volumes.stderr
+
+
+def run_scan_volumes(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "panscan", "scan", "--volumes", "--no-state", *args],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+def test_volumes_not_scanned_are_skipped_items_with_a_reason_and_the_mount_command(host: Host) -> None:
+    plan = plan_volume_scan(include_root=False)
+    assert set(plan.mounted.values()) == {host.encrypted, host.plain}
+    skipped = {r.item.volume_id: r for r in plan.not_scanned}
+    assert {v: (str(r.status), str(r.reason)) for v, r in skipped.items()} == {
+        host.root_volume: ("skipped", "EXCLUDED"),  # left out on purpose: --include-root reads it
+        host.unmounted: ("skipped", "VOLUME_NOT_MOUNTED"),
+        host.absent: ("skipped", "DEVICE_NOT_FOUND"),
+    }
+    unmounted = skipped[host.unmounted]
+    assert unmounted.item.location == f"ebs-volume://{host.unmounted}"
+    assert unmounted.item.size == 5 * 2**30
+    # The very commands 'panscan volumes' prints for it.
+    out = io.StringIO()
+    run_volumes("table", out)
+    assert f"    mount -o ro,norecovery,nouuid /dev/nvme3n1 /mnt/{host.unmounted}\n" in out.getvalue()
+    assert unmounted.detail is not None and unmounted.detail.startswith("not mounted (/dev/nvme3n1 ")
+    assert (f"mkdir -p /mnt/{host.unmounted} && mount -o ro,norecovery,nouuid /dev/nvme3n1 /mnt/{host.unmounted}"
+            in unmounted.detail)
+    absent = skipped[host.absent]
+    assert absent.detail is not None and absent.detail.startswith("device not found: attached (attached as /dev/sdi)")
+    # With --include-root the root volume is read (it is mounted at /), so it is no item.
+    with_root = plan_volume_scan(include_root=True)
+    assert host.root_volume not in {r.item.volume_id for r in with_root.not_scanned}
+    assert with_root.mounted["/"] == host.root_volume
+
+
+def test_scan_volumes_with_no_volume_mounted_reports_each_one_and_exits_2(host: Host) -> None:
+    # Only the root filesystem is mounted: three data volumes attached, none readable.
+    (host.root / "proc/self/mountinfo").write_text(mountinfo_line(1, "259:1", "/", "/dev/nvme0n1p1", "xfs"))
+
+    proc = run_scan_volumes("--format", "jsonl")
+    assert proc.returncode == 2, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    items = {r["location"]: (r["status"], r["reason"], r["volume_id"]) for r in of_type(records, "item")}
+    assert items == {
+        f"ebs-volume://{host.root_volume}": ("skipped", "EXCLUDED", host.root_volume),
+        f"ebs-volume://{host.encrypted}": ("skipped", "VOLUME_NOT_MOUNTED", host.encrypted),
+        f"ebs-volume://{host.plain}": ("skipped", "VOLUME_NOT_MOUNTED", host.plain),
+        f"ebs-volume://{host.unmounted}": ("skipped", "VOLUME_NOT_MOUNTED", host.unmounted),
+        f"ebs-volume://{host.absent}": ("skipped", "DEVICE_NOT_FOUND", host.absent),
+    }
+    [summary] = of_type(records, "summary")
+    assert summary["coverage"]["complete"] is False and summary["coverage"]["left_out_on_purpose"] == 1
+    assert summary["exit_status"] == 2
+
+    table = run_scan_volumes()
+    assert table.returncode == 2, table.stderr
+    assert "coverage:      INCOMPLETE" in table.stdout
+    assert "VOLUME_NOT_MOUNTED" in table.stdout and "DEVICE_NOT_FOUND" in table.stdout
+
+
+def test_the_root_volume_is_the_one_ec2_names_even_where_slash_is_an_overlay(host: Host) -> None:
+    # Inside a container "/" is an overlay; the root volume's filesystem is mounted only under
+    # the bind mounts the runtime adds (/etc/hosts).
+    (host.root / "proc/self/mountinfo").write_text(
+        mountinfo_line(1, "0:52", "/", "overlay", "overlay")
+        + mountinfo_line(2, "259:1", "/etc/hosts", "/dev/nvme0n1p1", "xfs")
+        + mountinfo_line(3, "259:3", str(host.data_a), "/dev/nvme1n1p1", "ext4"))
+    _, volumes = ebs.discover()
+    assert {v.volume_id for v in volumes if v.is_root} == {host.root_volume}
+
+    plan = plan_volume_scan(include_root=False)
+    assert list(plan.mounted) == [str(host.data_a)]  # not /etc/hosts: the root volume stays out
+    out = io.StringIO()
+    run_volumes("table", out)
+    assert f"Root volume: {host.root_volume} (scan --volumes reads it only with --include-root)" in out.getvalue()
+
+
+def test_the_scan_report_says_not_mounted_and_not_found_as_panscan_volumes_does(host: Host) -> None:
+    out = io.StringIO()
+    run_volumes("table", out)
+    listed = table_rows(out.getvalue())
+    assert listed[host.unmounted].split()[1:4] == ["/dev/nvme3n1", "not", "mounted"]
+    assert listed[host.absent].split()[1:4] == ["not", "found", "-"]  # DEVICE, then MOUNTS
+
+    scan = run_scan_volumes()
+    assert scan.returncode == 1, scan.stderr
+    section = scan.stdout.split("EBS volumes (", 1)[1]
+    rows = {line.split()[0]: line.split() for line in section.splitlines() if line.startswith("vol-")}
+    # VOLUME ENCRYPTED KMS-KEY DEVICE MOUNTED-AT FINDINGS
+    assert rows[host.unmounted][3:6] == ["/dev/nvme3n1", "not", "mounted"]
+    assert rows[host.absent][3:6] == ["not", "found", "-"]

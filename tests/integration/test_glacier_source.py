@@ -279,7 +279,7 @@ def test_retrieval_asks_first_and_a_refusal_initiates_nothing(
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         records = run(["glacier://cold"], state, retrieve=True, tier="bulk", confirm=refuse)
     assert [i.job_id for i in items(records)] == [None, None]
-    assert len(asked) == 1 and "retrieval of 2 archives in 1 vaults" in asked[0] and "Bulk tier" in asked[0]
+    assert len(asked) == 1 and "retrieval of 2 archives in 1 vault (" in asked[0] and "Bulk tier" in asked[0]
     assert "not initiated" in caplog.text
     assert job_count(vaults, "cold", "ArchiveRetrieval") == 0 and state.jobs() == []
 

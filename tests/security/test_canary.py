@@ -202,3 +202,44 @@ def test_mask_text_masks_numbers_in_names_but_keeps_other_digits() -> None:
     assert mask_text(f"/logs/{forms(pan)[2]}") == f"/logs/{pan[:4]}-{pan[4:6]}**-****-{pan[12:]}"
     assert mask_text("/logs/2024-06-11/order-1234567890123.log") == "/logs/2024-06-11/order-1234567890123.log"
     assert mask_text("\udcff" + pan) == "\udcff" + masked(pan)
+
+
+def test_suppressed_records_and_allow_entries_never_hold_a_full_number(tree: Path, tmp_path: Path) -> None:
+    """[[allow]] entries whose glob and reason name card numbers (a person may write anything
+    in a policy), and one appended by ``panscan allow`` with a number in its reason: every
+    report, the stored sweep and the appended text hold them masked, and they still match."""
+    state = tmp_path / "state" / "panscan.db"
+    first = run_cli("scan", str(tree), "--state", str(state), "--format", "jsonl", "--workers", "2")
+    fp = next(r["fingerprint"] for r in map(json.loads, first.stdout.splitlines())
+              if r["type"] == "finding" and r["masked"] == masked(PANS[0]))
+    policy = tmp_path / "allow.toml"
+    written = (f'[[allow]]\nlocation = "*/cust-{PANS[4]}.txt"\nreason = "customer {PANS[5]} agreed"\n'
+               f'[[allow]]\nmasked = "{masked(PANS[2])}"\nreason = "fixture"\nexpires = 2001-01-01\n')
+    policy.write_text(written)
+    added = run_cli("-v", "allow", fp, "--reason", f"ticket about {forms(PANS[1])[1]}", "--location",
+                    f"*/plain.txt*{PANS[3]}*", "--policy", str(policy))
+    assert added.returncode == 0, added.stderr
+    assert_clean("output of panscan allow", added.stdout + added.stderr)
+    assert_clean("the entry panscan allow appended", policy.read_text()[len(written):])
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    held = []
+    for fmt in ("table", "jsonl", "csv", "html"):
+        out = reports / f"scan.{fmt}"
+        proc = run_cli("-v", "scan", str(tree), "--state", str(state), "--policy", str(policy), "--format", fmt,
+                       "-o", str(out), "--workers", "2")
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert_clean(f"output of a scan with [[allow]] entries ({fmt})", proc.stdout + proc.stderr)
+        assert_clean(f"report with suppressed findings ({fmt})", out.read_text())
+        if fmt == "jsonl":
+            held = [r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "suppressed"]
+        report = run_cli("-v", "report", "--state", str(state), "--format", fmt)
+        assert_clean(f"stored sweep with suppressed findings ({fmt})", report.stdout + report.stderr)
+    # The content and the name of the file named with a number matched the masked glob.
+    assert sorted(r["masked"] for r in held if r["allow_entry"] == 1) == sorted([masked(PANS[4]), masked(PANS[5])])
+    assert {r["reason"] for r in held if r["allow_entry"] == 1} == {f"customer {masked(PANS[5])} agreed"}
+    checked = run_cli("-v", "check-config", str(policy))
+    assert checked.returncode == 0
+    assert_clean("output of check-config with [[allow]] entries", checked.stdout + checked.stderr)
+    for f in state.parent.iterdir():
+        assert_clean(f"state directory file {f.name}", f.read_bytes().decode("latin-1"))

@@ -37,7 +37,7 @@ def test_unknown_top_level_table_is_reported_at_its_header_with_the_allowed_tabl
     err = error_of('[retention]\ndefault_max_age = "1y"\n\n[limit]\nmax_members = 5\n', "site.toml")
     assert (err.path, err.line) == ("site.toml", 4)
     assert str(err) == ("site.toml:4: unknown table [limit], did you mean \"limits\"? "
-                        "(allowed: [limits], [retention], [scan], [state])")
+                        "(allowed: [[allow]], [limits], [retention], [scan], [state])")
 
 
 def test_unknown_key_in_the_second_rule_is_reported_on_its_own_line() -> None:

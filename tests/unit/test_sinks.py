@@ -59,8 +59,9 @@ def test_jsonl_writes_each_items_findings_before_its_item_record_and_the_summary
     s = records[-1]
     assert s["items"] == {"total": 3, "complete": 2, "partial": 0, "skipped": 1, "error": 0}
     assert s["findings"] == {"total": 2, "by_kind": {"pan": 2}, "by_brand": {"Visa": 2},
-                             "by_confidence": {"high": 2}, "test_cards": 0}
-    assert s["coverage"] == {"complete": False, "items_complete_ratio": pytest.approx(2 / 3, rel=1e-5)}
+                             "by_confidence": {"high": 2}, "test_cards": 0, "suppressed": 0, "below_threshold": 0}
+    assert s["coverage"] == {"complete": False, "items_complete_ratio": pytest.approx(2 / 3, rel=1e-5),
+                             "left_out_on_purpose": 0}
     assert (s["bytes_scanned"], s["duration_seconds"], s["exit_status"]) == (107, 0.25, 1)
     assert (s["retention"], s["changes"], s["sweep_id"]) == (None, None, None)
 
@@ -96,7 +97,8 @@ def test_csv_defuses_spreadsheet_formulas_in_names() -> None:
 
 def test_table_shows_findings_incomplete_items_and_summary() -> None:
     out, _ = render("table")
-    assert out.index("Findings (2)") < out.index("Items not completely scanned (1)") < out.index("Summary")
+    # The FIFO is left out on purpose: listed with its reason, apart from the gaps in coverage (issue 17).
+    assert out.index("Findings (2)") < out.index("Items left out on purpose (1)") < out.index("Summary")
     assert "453201******0366" in out and "NOT_REGULAR_FILE" in out
     assert "coverage:      INCOMPLETE" in out
     assert "exit status:   1 (card data found)" in out
@@ -327,7 +329,8 @@ def test_csv_has_a_change_column_and_sends_retention_and_resolved_to_the_notes()
     sink.write_resolved(finding("-2+3", 5))
     sink.finish(sweep_summary())
     rows = list(csv.reader(io.StringIO(out.getvalue())))
-    assert rows[0][-4:] == ["test_card", "retention", "change", "volume_id"]
+    assert rows[0][-7:] == ["test_card", "retention", "change", "volume_id", "suppressed", "allow_entry",
+                            "allow_reason"]
     (row,) = rows[1:]
     record = dict(zip(rows[0], row, strict=True))
     assert (record["retention"], record["change"]) == ("expired", "new")
@@ -347,7 +350,7 @@ def test_items_not_read_again_because_unchanged_are_not_listed_as_incomplete() -
         sink.write_item(ItemResult(Item("/data/pipe", "file"), Status.SKIPPED, Reason.NOT_REGULAR_FILE))
         sink.finish(summary())
         text = out.getvalue() + notes.getvalue()
-        assert "Items not completely scanned (1)" in text and "/data/pipe" in text
+        assert "Items left out on purpose (1)" in text and "/data/pipe" in text
         assert "/data/old.bin" not in text
 
 
